@@ -1,0 +1,26 @@
+# The two entry points of the README. Each is self-sufficient on a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv model clean-venv
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip check
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+model: venv
+	$(BIN)/harness build-model
+
+# The default comparison: legacy stand-in vs MLX-Textgen on the built-in offline model.
+run: model
+	$(BIN)/harness run
+
+test: model
+	$(BIN)/python -m pytest -q
