@@ -25,6 +25,11 @@ class ResultRow(BaseModel):
     server: str
     scenario: str
     repeat: int = 0
+    # How the scenario was played, e.g. "stream" / "no-stream" plus "tool_choice=required": one
+    # scenario can be replayed in several modes and rows of different variants are never compared.
+    variant: str = ""
+    model: str | None = None
+    tool_choice: str | None = None
     turn: int
     request_kind: RequestKind
     stream: bool
