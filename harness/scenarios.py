@@ -92,6 +92,21 @@ class Turn(_Strict):
         return self
 
 
+class Variant(_Strict):
+    """One way to play a scenario; ``None`` keeps the scenario's own setting."""
+
+    stream: bool | None = None
+    tool_choice: str | None = None
+
+    def label(self, scenario: Scenario) -> str:
+        stream = self.stream if self.stream is not None else scenario.stream
+        parts = ["stream" if stream else "no-stream"]
+        choice = self.tool_choice or scenario.tool_choice
+        if choice:
+            parts.append(f"tool_choice={choice}")
+        return ",".join(parts)
+
+
 class TextOrFile(_Strict):
     file: str | None = None
     text: str | None = None
@@ -111,12 +126,18 @@ class Scenario(_Strict):
     # A built-in model this scenario needs (e.g. one trained to emit a tool-call dialect); used when
     # the run is on the default built-in model, ignored when the user passes --model.
     model: str | None = None
+    # Modes to replay the whole scenario in (e.g. streamed and not, tool_choice auto and required);
+    # empty means once, as the scenario says.
+    variants: list[Variant] = Field(default_factory=list)
     turns: list[Turn] = Field(min_length=1)
 
     # Resolved at load time (not part of the YAML).
     source: str = ""
     system_text: str = ""
     tool_schemas: list[dict[str, Any]] = Field(default_factory=list)
+
+    def play_modes(self) -> list[Variant]:
+        return self.variants or [Variant()]
 
 
 @dataclass

@@ -1,0 +1,425 @@
+"""Server lifecycle: start one server as its own process group, wait until ready, stop it cleanly.
+
+Each server gets its own HOME (so MLX-Textgen's cache root and the legacy KV-cache dir live under the
+run folder and the user's own caches are never touched), a free port on 127.0.0.1, and a log file
+(never an unread PIPE). A server that exits during start-up or misses its readiness deadline raises
+``ServerError`` with the log's last lines. Every started process is tracked so that nothing outlives
+the harness: ``stop_all`` runs at exit and from the CLI's signal handlers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from harness.errors import ConfigError, ServerError
+from harness.scenarios import REPO_ROOT
+
+LOG_TAIL_LINES = 25
+
+
+@dataclass
+class ServerSpec:
+    """How to start (or reach) one server. Command items are templates: {python} {model} {port}
+    {host} {home} {repo} are filled in; the command is an argument list, never a shell string."""
+
+    name: str
+    label: str
+    command: list[str] = field(default_factory=list)
+    ready_path: str = "/v1/models"
+    # Directories whose files count as the server's on-disk cache (templates, usually under {home}).
+    cache_dirs: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    # An already-running server: no start/stop, cache files not observable.
+    base_url: str | None = None
+    ready_timeout_s: float = 120.0
+    # Behaviour switches of the server that make comparisons unfair, as they are set for this run.
+    quirks: dict[str, bool] = field(default_factory=dict)
+    # Log lines that tell, per request, whether the server reused a prompt cache.
+    reuse_pattern: str | None = None
+    miss_pattern: str | None = None
+    # API key sent as a bearer token and, where the server takes one, passed on its command line.
+    api_key: str | None = None
+    api_key_args: list[str] = field(default_factory=list)
+
+
+LEGACY_QUIRK_FLAGS = {
+    # quirk name: (flag that turns the quirk OFF or the switch ON, default value of the quirk)
+    "max_tokens_ignored": ("--honour-max-tokens", True),
+    "hermes_parsing": ("--parse-hermes", False),
+    "canned_fallback": ("--no-canned-fallback", True),
+    "response_cache": ("--no-response-cache", True),
+}
+
+
+def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
+    """The legacy stand-in. ``quirks`` overrides the original's defaults (see LEGACY_QUIRK_FLAGS)."""
+    state = {name: default for name, (_flag, default) in LEGACY_QUIRK_FLAGS.items()}
+    unknown = set(quirks or {}) - set(state)
+    if unknown:
+        raise ConfigError(
+            f"unknown legacy quirk(s) {sorted(unknown)}; known: {sorted(state)} (set them under [servers.legacy.quirks])."
+        )
+    state.update(quirks or {})
+    command = ["{python}", "{repo}/servers/legacy_server.py", "--model", "{model}", "--port", "{port}", "--host", "{host}"]
+    for name, (flag, default) in LEGACY_QUIRK_FLAGS.items():
+        if state[name] != default:
+            command.append(flag)
+    return ServerSpec(
+        name="legacy",
+        label="legacy stand-in",
+        command=command,
+        ready_path="/health",
+        cache_dirs=["{home}/.anyclaude/kv-cache"],
+        env={"MLX_KV_CACHE_DIR": "{home}/.anyclaude/kv-cache"},
+        quirks=state,
+    )
+
+
+def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
+    return ServerSpec(
+        name="mlx-textgen",
+        label="MLX-Textgen",
+        command=[
+            "{python}", "{repo}/servers/mlx_textgen_launcher.py", "serve", "-m", "{model}",
+            "-p", "{port}", "--host", "{host}", *(extra_args or []),
+        ],
+        ready_path="/v1/models",
+        cache_dirs=["{home}/.cache/mlx_textgen/prompt_cache"],
+        reuse_pattern=r'Reusing cache "?[\w-]+"?\. (\d+) tokens',
+        miss_pattern=r"No suitable cache found",
+        api_key_args=["--api-key", "{api_key}"],
+    )
+
+
+def mlx_lm_spec() -> ServerSpec:
+    """mlx-lm's own server: in-memory prompt cache only (lost on restart)."""
+    return ServerSpec(
+        name="mlx-lm",
+        label="mlx_lm.server",
+        command=["{python}", "-m", "mlx_lm.server", "--model", "{model}", "--port", "{port}", "--host", "{host}"],
+        ready_path="/v1/models",
+        cache_dirs=[],
+    )
+
+
+BUILTIN_SERVERS = {"legacy": legacy_spec, "mlx-textgen": mlx_textgen_spec, "mlx-lm": mlx_lm_spec}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(log is empty)"
+
+
+_LIVE: set[ServerProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    """Stops every server this process started (used at exit and on SIGINT/SIGTERM)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for server in live:
+        server.stop()
+
+
+atexit.register(stop_all)
+
+
+class ServerProcess:
+    """One running server. Use as a context manager; ``stop`` is safe to call twice.
+
+    A stopped ServerProcess cannot be started again: make a new one (for a restart, with the same
+    ``home`` so the on-disk cache carries over).
+    """
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        model: Path | str,
+        home: Path,
+        log_path: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        python: str = sys.executable,
+    ) -> None:
+        self.spec = spec
+        self.model = str(model)
+        self.home = Path(home)
+        self.log_path = Path(log_path)
+        self.host = host
+        self.port = port
+        self.python = python
+        self.process: subprocess.Popen[bytes] | None = None
+        self.model_id: str | None = None
+        self.time_to_ready_s: float | None = None
+        self.peak_rss_bytes = 0
+        self.started = False
+        self.stopped = False
+        self.exit_code: int | None = None
+        self._log_offset = 0
+        self._rss_stop = threading.Event()
+        self._rss_thread: threading.Thread | None = None
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self.spec.base_url:
+            return self.spec.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+
+    def _fill(self, template: str) -> str:
+        return template.format(
+            python=self.python, model=self.model, port=self.port, host=self.host,
+            home=self.home, repo=REPO_ROOT, api_key=self.spec.api_key or "",
+        )
+
+    @property
+    def cache_dirs(self) -> list[Path]:
+        return [Path(self._fill(item)) for item in self.spec.cache_dirs]
+
+    def command(self) -> list[str]:
+        args = [self._fill(item) for item in self.spec.command]
+        if self.spec.api_key:
+            args += [self._fill(item) for item in self.spec.api_key_args]
+        return args
+
+    def public_command(self) -> list[str]:
+        """The command line with the API key masked, for logs and run.json."""
+        key = self.spec.api_key
+        return [item.replace(key, "***") if key else item for item in self.command()]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ServerProcess:
+        if self.started:
+            raise ServerError(f"{self.spec.name}: a ServerProcess cannot be started twice; create a new one.")
+        self.started = True
+        if self.spec.base_url:
+            self._wait_ready(time.monotonic())
+            return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            if self.port is None or not port_is_free(self.port, self.host):
+                self.port = free_port(self.host)
+            started_at = time.monotonic()
+            self._spawn()
+            try:
+                self._wait_ready(started_at)
+                return self
+            except ServerError:
+                # Another process may have taken the port between our check and the bind.
+                if attempt < 2 and "address already in use" in log_tail(self.log_path).lower():
+                    self.stop(_for_retry=True)
+                    self.port = None
+                    continue
+                self.stop()
+                raise
+        return self
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        env.update({key: self._fill(value) for key, value in self.spec.env.items()})
+        env["HOME"] = str(self.home)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        log = self.log_path.open("ab")
+        header = f"# harness: starting {self.spec.name}: {' '.join(self.public_command())}\n"
+        log.write(header.encode())
+        log.flush()
+        self._log_offset = self.log_path.stat().st_size
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=str(self.home), start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServerError(
+                f"{self.spec.name}: could not start {self.command()[0]!r}: {exc}. Check the server's command in the config."
+            ) from exc
+        finally:
+            log.close()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self._rss_stop.clear()
+        self._rss_thread = threading.Thread(target=self._sample_rss, daemon=True)
+        self._rss_thread.start()
+
+    def _wait_ready(self, started_at: float) -> None:
+        deadline = started_at + self.spec.ready_timeout_s
+        url = self.base_url + self.spec.ready_path
+        last_error = "no answer yet"
+        with httpx.Client(timeout=5.0, headers=self.headers) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    self.exit_code = self.process.returncode
+                    raise ServerError(
+                        f"{self.spec.name} exited with code {self.exit_code} during start-up "
+                        f"(model {self.model}). Last lines of {self.log_path}:\n{log_tail(self.log_path)}\n"
+                        "Fix the cause shown in the log (often a model folder the server cannot load), then run again."
+                    )
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200:
+                        self.time_to_ready_s = time.monotonic() - started_at
+                        self.model_id = self._read_model_id(client)
+                        return
+                    last_error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last_error = type(exc).__name__
+                time.sleep(0.2)
+        raise ServerError(
+            f"{self.spec.name} did not become ready within {self.spec.ready_timeout_s:.0f} s "
+            f"(probe {url}: {last_error}). Last lines of {self.log_path}:\n{log_tail(self.log_path)}\n"
+            "Raise the server's ready_timeout_s if it is just slow, or fix the error in the log."
+        )
+
+    def _read_model_id(self, client: httpx.Client) -> str:
+        """The served model id, which MLX-Textgen requires in each request."""
+        try:
+            data = client.get(self.base_url + "/v1/models").json()
+            return str(data["data"][0]["id"])
+        except Exception:
+            return Path(self.model).name
+
+    def _sample_rss(self) -> None:
+        """Peak resident memory of the whole server process tree, sampled every 0.2 s."""
+        while not self._rss_stop.is_set():
+            process = self.process
+            if process is None or process.poll() is not None:
+                return
+            try:
+                root = psutil.Process(process.pid)
+                total = root.memory_info().rss
+                for child in root.children(recursive=True):
+                    try:
+                        total += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+            except psutil.Error:
+                return
+            self._rss_stop.wait(0.2)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0, _for_retry: bool = False) -> None:
+        """SIGTERM to the whole process group, then SIGKILL after ``timeout_s``. Idempotent."""
+        if self.stopped and not _for_retry:
+            return
+        process = self.process
+        if process is not None:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            # Children the server forked may outlive it: the group is killed in every case.
+            _signal_group(process.pid, signal.SIGKILL)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.exit_code = process.returncode
+        self._rss_stop.set()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if _for_retry:
+            self.process = None
+        else:
+            self.stopped = True
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- logs ------------------------------------------------------------------------------
+    def read_new_log(self) -> str:
+        """Log text written since the last call (per-request cache-reuse lines)."""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._log_offset)
+                data = handle.read()
+        except OSError:
+            return ""
+        self._log_offset += len(data)
+        return data.decode("utf-8", errors="replace")
+
+    def cache_reuse_from_log(self, text: str) -> tuple[bool | None, int | None]:
+        """(reused?, tokens reused) from the log lines of one request; (None, None) if unknown."""
+        if self.spec.reuse_pattern:
+            match = re.search(self.spec.reuse_pattern, text)
+            if match:
+                return True, int(match.group(1)) if match.groups() else None
+        if self.spec.miss_pattern and re.search(self.spec.miss_pattern, text):
+            return False, 0
+        return None, None
+
+    def shims(self) -> list[str]:
+        """Shims the MLX-Textgen launcher reports having applied (empty for other servers)."""
+        found = []
+        try:
+            for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("launcher shim applied: "):
+                    found.append(line.split(": ", 1)[1])
+        except OSError:
+            pass
+        return sorted(set(found))
+
+    def session_record(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_id": self.model_id,
+            "port": self.port,
+            "time_to_ready_s": self.time_to_ready_s,
+            "peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1) if self.peak_rss_bytes else None,
+            "log": str(self.log_path),
+            "exit_code": self.exit_code,
+        }
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
