@@ -1,0 +1,41 @@
+"""RunConfig merging and server specs."""
+
+import pytest
+
+from harness.config import load_config
+from harness.errors import ConfigError
+
+
+def test_cli_overrides_file_and_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.harness]\nrepeats = 2\nscenarios = ["short-chat"]\n')
+    (tmp_path / "harness.toml").write_text('repeats = 3\n[server.legacy.quirks]\nmax_tokens_ignored = false\n')
+    config = load_config(overrides={"servers": ["legacy"], "reference": "legacy"}, project_dir=tmp_path)
+    assert config.repeats == 3 and config.scenarios == ["short-chat"]
+    legacy = config.server_specs()[0]
+    assert "--honour-max-tokens" in legacy.command and legacy.quirks["max_tokens_ignored"] is False
+
+
+def test_unknown_server_names_the_fix(tmp_path):
+    config = load_config(overrides={"servers": ["legacy", "vllm"]}, project_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown server 'vllm'.*\[tool.harness.server.vllm\]"):
+        config.server_specs()
+
+
+def test_custom_command_server(tmp_path):
+    (tmp_path / "harness.toml").write_text(
+        'servers = ["legacy", "mine"]\n[server.mine]\ncommand = ["{python}", "my_server.py", "--port", "{port}"]\n'
+        'ready_path = "/health"\n'
+    )
+    spec = load_config(project_dir=tmp_path).server_specs()[1]
+    assert spec.command[1] == "my_server.py" and spec.ready_path == "/health"
+
+
+def test_bad_field_names_the_file(tmp_path):
+    (tmp_path / "harness.toml").write_text("repeats = 0\n")
+    with pytest.raises(ConfigError, match="harness.toml.*repeats"):
+        load_config(project_dir=tmp_path)
+
+
+def test_api_key_is_masked_in_the_recorded_config(tmp_path):
+    config = load_config(overrides={"api_key": "sk-secret-123"}, project_dir=tmp_path)
+    assert "sk-secret-123" not in str(config.public_dump())
