@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv model clean-venv
+.PHONY: run test benchmark venv model
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -24,3 +24,7 @@ run: model
 
 test: model
 	$(BIN)/python -m pytest -q
+
+# The live benchmark of the default comparison through pytest-benchmark, gated by [tool.harness.gate].
+benchmark: model
+	$(BIN)/python -m pytest -q --benchmark tests/benchmarks --benchmark-json reports/benchmark.json

@@ -9,15 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.errors import HarnessError
-
-
-class Interrupted(BaseException):
-    """Raised in the main thread on SIGINT/SIGTERM so every server is stopped on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+from harness.errors import HarnessError, Interrupted
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
@@ -43,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "servers": _csv(args.servers), "scenarios": _csv(args.scenarios), "model": args.model,
         "out": args.out, "repeats": args.repeats, "reference": args.reference, "api_key": args.api_key,
         "context_tokens": args.context_tokens, "concurrency": args.concurrency, "warmup": args.warmup or None,
+        "bound": args.bound,
     }
     config = load_config(Path(args.config) if args.config else None, overrides)
     console = _console()
@@ -124,9 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reference", help="the server the others are compared with (default: legacy)")
     run.add_argument("--config", help="a harness.toml file")
     run.add_argument("--api-key", help=f"API key for the servers (or env HARNESS_API_KEY)")
-    run.add_argument("--context-tokens", type=int, help="grow system prompts to about N tokens")
+    run.add_argument("--context-tokens", metavar="N[,N...]",
+                     help="replay each scenario with its system prompt grown or cut to about N tokens, "
+                          "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N")
     run.add_argument("--concurrency", type=int, help="independent sessions at once against one server")
     run.add_argument("--warmup", action="store_true", help="send one unmeasured warm-up request per server")
+    run.add_argument("--bound", action="store_true", default=None,
+                     help="after the servers, measure the cache-perfect follow-up cost in-process with "
+                          "mlx-lm (bound.json; about a minute for agent-session on two cores)")
     run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build-model", help="build the built-in offline model (no download)")

@@ -6,6 +6,9 @@ names the cause and the fix; the CLI prints it as one paragraph and exits non-ze
     ├── ModelError       model folder missing or not loadable by mlx-lm
     ├── ScenarioError    (harness.scenarios) invalid scenario or tool-schema file
     └── ServerError      a server exited during start-up, never became ready, or could not be started
+
+    Interrupted (a BaseException, like KeyboardInterrupt): SIGINT/SIGTERM of the harness; it unwinds
+    the run so that every server is stopped, the rows are kept and a partial report is written.
 """
 
 from __future__ import annotations
@@ -25,3 +28,11 @@ class ModelError(HarnessError):
 
 class ServerError(HarnessError):
     pass
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread on SIGINT/SIGTERM so every server is stopped on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -33,7 +33,8 @@ KNOWN_QUIRKS: dict[str, tuple[Any, str]] = {
 METRIC_LABELS = {
     "first_total_s": "first request", "first_ttft_s": "first request, time to first token",
     "follow_up_total_s": "follow-ups", "follow_up_ttft_s": "follow-ups, time to first token",
-    "restart_total_s": "first request after restart", "decode_tok_s": "decode rate",
+    "restart_total_s": "first request after restart", "side_total_s": "side requests",
+    "decode_tok_s": "decode rate",
     "completion_tokens": "completion tokens",
 }
 
@@ -122,7 +123,8 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         if shims:
             notes.append(f"{_label(run_meta, server)} runs with shims: " + "; ".join(map(str, shims)))
     other_model = (run_meta.get("scenario_models") or {}).get(scenario or "")
-    if other_model:
+    main_path = (run_meta.get("model") or {}).get("path")
+    if other_model and other_model.get("path") != main_path:
         notes.append(f"{scenario} ran on {other_model.get('name') or other_model.get('path')}, "
                      "not the run's main model")
     status = run_meta.get("status")
@@ -150,7 +152,9 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
         rows.append(stat_row("After restart", "restart_total_s", "speedup_restart"))
     rows.append(["KV Cache"] + [_reuse_text(summary.cache_for(s, scenario or ALL)) for s in servers]
                 + [""] * len(others))
-    rows.append(["Cache files"] + [_files_text(summary.cache_for(s)) for s in servers] + [""] * len(others))
+    remote = {s for s in servers if ((run_meta.get("servers") or {}).get(s) or {}).get("remote")}
+    rows.append(["Cache files"] + ["Not observable (remote server)" if s in remote else _files_text(summary.cache_for(s))
+                                   for s in servers] + [""] * len(others))
     rows.append(stat_row("Decode rate", "decode_tok_s", "speedup_decode", "higher", "lower"))
     return pd.DataFrame(rows, columns=["Metric", *servers, *impr_cols])
 
@@ -425,6 +429,26 @@ def load_run(run_dir: Path, *, reference: str | None = None,
     return summarize(rows, reference=reference or run_meta.get("reference_server"), headline=headline), run_meta
 
 
+def _extra_sections(summary: Summary, run_meta: dict[str, Any], run_dir: Path) -> list[tuple]:
+    """Sections that exist only for some runs: the cache-perfect bound (bound.json, --bound) and the
+    load table (--concurrency)."""
+    if not summary.n_rows:
+        return []
+    from harness.bound import bound_blocks
+    from harness.load import load_blocks
+
+    return bound_blocks(summary, run_dir) + load_blocks(summary.frame, summary.servers, run_meta)
+
+
+def _with_sections(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:
+    """``extra`` inserted before the plots (or the run details), after the tables."""
+    if not extra:
+        return blocks
+    heads = [i for i, b in enumerate(blocks) if b in (("h2", "Plots"), ("h2", "Run details"))]
+    at = heads[0] if heads else len(blocks)
+    return blocks[:at] + extra + blocks[at:]
+
+
 def build_report(run_dir: Path, *, reference: str | None = None, headline: str | None = None) -> dict[str, Path]:
     """Writes summary.md, summary.csv, the plots and report.html into ``run_dir``; returns them by
     name ("summary_md", "summary_csv", plot stems, "report_html")."""
@@ -434,6 +458,7 @@ def build_report(run_dir: Path, *, reference: str | None = None, headline: str |
     summary, run_meta = load_run(run_dir, reference=reference, headline=headline)
     images = write_plots(summary, run_dir, (run_meta.get("model") or {}).get("name")) if summary.n_rows else {}
     blocks = report_blocks(summary, run_meta, images)
+    blocks = _with_sections(blocks, _extra_sections(summary, run_meta, run_dir))
     out = {"summary_md": run_dir / "summary.md", "summary_csv": summary.write_csv(run_dir / "summary.csv"),
            **images, "report_html": run_dir / "report.html"}
     out["summary_md"].write_text(render_markdown(blocks), encoding="utf-8")

@@ -23,12 +23,14 @@ import psutil
 
 from harness import __version__, cachefiles, conformance
 from harness.config import RunConfig
-from harness.errors import ConfigError, HarnessError, ServerError
+from harness.errors import ConfigError, HarnessError, Interrupted, ServerError
 from harness.fixtures import check_model_dir, default_model_path, model_checksum
 from harness.replay import ReplayLimits, TokenCounter, send
 from harness.results import RESULTS_FILE, ResultRow, ResultWriter
 from harness.scenarios import PlannedRequest, Scenario, Variant, plan_requests, resolve_scenarios
+from harness.scaling import scale_groups
 from harness.servers import ServerProcess, ServerSpec
+from harness.warmup import warmup_request
 
 RUN_FILE = "run.json"
 
@@ -143,6 +145,7 @@ class Runner:
         self.scenarios = resolve_scenarios(config.scenarios)
         self.groups = group_by_model(config, self.scenarios)
         ensure_models(self.groups)
+        scale_groups(self.groups, config.context_tokens)  # --context-tokens: NAME@N copies
         self.run_id = run_id or new_run_id()
         self.run_dir = prepare_run_dir(Path(config.out), self.run_id)
         self.limits = ReplayLimits(config.request_timeout_s, config.idle_timeout_s)
@@ -180,8 +183,11 @@ class Runner:
                 for spec in order:
                     for group in self.groups:
                         self._run_server(spec, group, repeat)
+            from harness.bound import measure_for_run
+
+            measure_for_run(self)  # bound.json, in a subprocess once every server has stopped
             self.meta.data["status"] = "complete"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             self.meta.data["status"] = "interrupted"
             raise
         except BaseException:
@@ -238,6 +244,7 @@ class Runner:
                             self._write_failed_start(spec, scenario, variant, repeat, group, str(exc))
                             server = None
                             raise
+                        self._warmup(server, spec, group, scenario, variant, repeat, counter)
                     server = self._replay(server, spec, group, scenario, variant, repeat, counter, home, tag)
         except ServerError as exc:
             self.say(str(exc))
@@ -261,10 +268,26 @@ class Runner:
         self.writer.write(row)
         self.on_row(row)
 
+    def _warmup(self, server: ServerProcess, spec: ServerSpec, group: ModelGroup, scenario: Scenario,
+                variant: Variant, repeat: int, counter: TokenCounter) -> None:
+        """--warmup: one unmeasured request after each start, sharing no prefix with any scenario."""
+        if not self.config.warmup or (server.stopped or not server.started):
+            return
+        with httpx.Client(headers=server.headers) as client:
+            before = cachefiles.snapshot(server.cache_dirs)
+            row = self._request(client, server, spec, group, scenario, variant.label(scenario), repeat,
+                                warmup_request(scenario, variant), "warmup", counter)
+            time.sleep(0.3)  # as after a scenario: let a server that saves its cache finish writing
+            self._finish(server, row, before, after=cachefiles.snapshot(server.cache_dirs))
+
     # -- one scenario in one mode ----------------------------------------------------------
     def _replay(self, server: ServerProcess, spec: ServerSpec, group: ModelGroup, scenario: Scenario,
                 variant: Variant, repeat: int, counter: TokenCounter, home: Path, tag: str) -> ServerProcess:
         assert self.writer is not None
+        if self.config.concurrency > 1:
+            from harness.load import replay_concurrent
+
+            return replay_concurrent(self, server, spec, group, scenario, variant, repeat, counter)
         label = variant.label(scenario)
         planned = plan_requests(scenario, stream=variant.stream, tool_choice=variant.tool_choice,
                                 request_serial=self.request_serial)
@@ -278,9 +301,11 @@ class Runner:
                 if pending:
                     self._finish(server, *pending, after=before)
                     pending = None
-                row = self._request(client, server, spec, group, scenario, label, repeat, request, next_kind, counter)
+                kind = "side" if request.side else next_kind
+                row = self._request(client, server, spec, group, scenario, label, repeat, request, kind, counter)
                 pending = (row, before)
-                next_kind = "follow-up"
+                if not request.side:  # a side request is its own conversation: the main one goes on
+                    next_kind = "follow-up"
                 if row.error and not server.alive() and not spec.base_url:
                     self.say(f"{spec.name} is no longer running ({row.error}); the rest of {scenario.name} is skipped")
                     break
@@ -290,6 +315,7 @@ class Runner:
                     self._stop(server)
                     self.say(f"restarting {spec.name} on the same cache dir")
                     server = self._start(self._new_server(spec, group, home, tag + "-restart"))
+                    self._warmup(server, spec, group, scenario, variant, repeat, counter)
                     client.headers.update(server.headers)
                     next_kind = "restart"
         if pending:
@@ -337,6 +363,7 @@ class Runner:
             content_sha=hashlib.sha256((answer.content or "").encode()).hexdigest()[:16],
             tool_calls=answer.tool_calls, checks_failed=outcome.failed, check_evidence=outcome.evidence,
             check_notes=outcome.notes, stop_cause=timed.captured.stop_cause,
+            context_tokens=scenario.context_tokens,
         )
         if spec.name == self.config.reference:
             self.reference_rows[(scenario.name, label, request.turn)] = row
