@@ -296,6 +296,10 @@ def _check_stream(resp: CapturedResponse, answer: Answer, out: CheckOutcome, com
     for fault in reader.faults:
         if fault.startswith("data after [DONE]"):
             out.fail("stream.data_after_done", fault)
+        elif fault.startswith("last event not terminated") and "[DONE]" in fault:
+            # MLX-Textgen 0.2.1 closes with `data: [DONE]` and no blank line. A strict SSE parser
+            # drops that event; the openai client does not. Reported, but not a broken stream.
+            out.note("stream.note_done_unterminated", fault)
         elif complete or not fault.startswith(("stream ended", "last event not terminated")):
             out.fail("stream.framing", fault)
     done_at = None

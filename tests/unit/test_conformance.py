@@ -434,3 +434,24 @@ def test_ab_rows_with_errors():
     assert verdict == "different" and "mlx" in detail and "HTTP 500: boom" in detail
     assert ab_compare(row("legacy"), row("mlx", http_status=404))[0] == "different"
     assert ab_compare(None, row("mlx")) == ("different", "no reference row")
+
+
+def test_done_without_its_blank_line_is_a_note_not_a_failure():
+    """MLX-Textgen 0.2.1 ends its streams with `data: [DONE]` and no blank line."""
+    from harness.conformance import CapturedResponse, extract_answer, run_checks
+    from harness.scenarios import PlannedRequest
+    from harness.sse import SSEReader
+
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}
+    final = dict(chunk, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    raw = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(final)}\n\ndata: [DONE]".encode()
+    reader = SSEReader()
+    reader.feed(raw, 0.1)
+    reader.close(0.2)
+    resp = CapturedResponse(stream=True, http_status=200, body=raw, sse=reader, transport_error=None, stop_cause=None)
+    request = PlannedRequest(scenario="s", turn=0, messages=[], tools=[], params={}, stream=True,
+                             tool_choice=None, expect=None)
+    outcome = run_checks(resp, extract_answer(resp), request)
+    assert outcome.failed == []
+    assert any(note.startswith("stream.note_done_unterminated") for note in outcome.notes)
