@@ -13,6 +13,10 @@ from harness.errors import HarnessError, Interrupted
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
+    # The first signal unwinds the run; a second one (Ctrl-C pressed twice) must not cut short the
+    # stopping of the servers, so both are ignored until cmd_run restores the previous handlers.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
 
 

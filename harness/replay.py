@@ -55,22 +55,37 @@ def _send_plain(client: httpx.Client, url: str, body: dict[str, Any], limits: Re
                 headers: dict[str, str]) -> Timed:
     started = time.perf_counter()
     timeout = httpx.Timeout(limits.request_timeout_s, connect=10.0)
+    status: int | None = None
+    data = bytearray()
+    # The body is read as it arrives: httpx's read timeout only bounds the gap between two bytes,
+    # so a server trickling a body forever is cut off here, at the whole-request budget.
     try:
-        response = client.post(url, json=body, timeout=timeout, headers=headers)
+        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+            status = response.status_code
+            for chunk in response.iter_bytes():
+                data.extend(chunk)
+                if time.perf_counter() - started > limits.request_timeout_s:
+                    total = time.perf_counter() - started
+                    captured = CapturedResponse(
+                        stream=False, http_status=status, body=bytes(data), sse=None, stop_cause="runaway",
+                        transport_error=f"answer still arriving after {limits.request_timeout_s:g} s "
+                                        f"({len(data)} bytes so far)")
+                    return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
         total = time.perf_counter() - started
-        captured = CapturedResponse(stream=False, http_status=response.status_code, body=response.content,
+        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data),
                                     sse=None, transport_error=None, stop_cause=None)
         # Nothing arrives before the whole body, so the first token is seen when the body is.
         return Timed(captured, ttft_s=total, total_s=total, first_output_s=total)
     except httpx.TimeoutException as exc:
         total = time.perf_counter() - started
-        captured = CapturedResponse(stream=False, http_status=None, body=b"", sse=None,
-                                    transport_error=f"no answer within {limits.request_timeout_s:.0f} s ({type(exc).__name__})",
-                                    stop_cause="stalled")
+        error = (f"no answer within {limits.request_timeout_s:g} s ({type(exc).__name__})" if status is None else
+                 f"answer stopped after {len(data)} bytes: no byte for {limits.request_timeout_s:g} s")
+        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data), sse=None,
+                                    transport_error=error, stop_cause="stalled")
         return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
     except httpx.HTTPError as exc:
         total = time.perf_counter() - started
-        captured = CapturedResponse(stream=False, http_status=None, body=b"", sse=None,
+        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data), sse=None,
                                     transport_error=_describe(exc), stop_cause=None)
         return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
 
@@ -104,11 +119,11 @@ def _send_stream(client: httpx.Client, url: str, body: dict[str, Any], limits: R
                     break
                 if now > limits.request_timeout_s:
                     stop_cause = "runaway"
-                    transport_error = f"stream still running after {limits.request_timeout_s:.0f} s"
+                    transport_error = f"stream still running after {limits.request_timeout_s:g} s"
                     break
     except httpx.ReadTimeout:
         stop_cause = "stalled"
-        transport_error = f"no byte for {limits.idle_timeout_s:.0f} s (stream went silent)"
+        transport_error = f"no byte for {limits.idle_timeout_s:g} s (stream went silent)"
     except httpx.TimeoutException as exc:
         transport_error = _describe(exc)
         stop_cause = "stalled"

@@ -29,10 +29,21 @@ from harness.replay import ReplayLimits, TokenCounter, send
 from harness.results import RESULTS_FILE, ResultRow, ResultWriter
 from harness.scenarios import PlannedRequest, Scenario, Variant, plan_requests, resolve_scenarios
 from harness.scaling import scale_groups
-from harness.servers import ServerProcess, ServerSpec
+from harness.servers import ServerProcess, ServerSpec, describe_exit
 from harness.warmup import warmup_request
 
 RUN_FILE = "run.json"
+
+
+def redact_row(row: ResultRow, secret: str | None) -> ResultRow:
+    """The row with ``secret`` masked wherever it appears (content, error, evidence, tool calls)."""
+    if not secret:
+        return row
+    text = row.model_dump_json()
+    escaped = json.dumps(secret)[1:-1]  # the secret as it is written inside a JSON string
+    if escaped not in text:
+        return row
+    return ResultRow.model_validate_json(text.replace(escaped, "***"))
 
 
 def new_run_id() -> str:
@@ -213,6 +224,7 @@ class Runner:
             server.start()
         finally:
             entry["shims"] = sorted(set(entry["shims"]) | set(server.shims()))
+            entry["command"] = server.public_command()  # as run: with the port actually used
         self.say(f"{server.spec.name} ready in {server.time_to_ready_s:.1f} s on port {server.port}")
         return server
 
@@ -265,6 +277,7 @@ class Runner:
             started_at=time.time(), error=f"server failed to start: {message.splitlines()[0]}",
             checks_failed=["http.server_start"], check_evidence={"http.server_start": message[-500:]},
         )
+        row = redact_row(row, spec.api_key)
         self.writer.write(row)
         self.on_row(row)
 
@@ -349,6 +362,13 @@ class Runner:
         error = timed.captured.transport_error
         if error is None and timed.captured.http_status not in (200, None):
             error = f"HTTP {timed.captured.http_status}"
+        if not spec.base_url:
+            # A server that died during the request: say so, with how (e.g. killed by SIGKILL).
+            dropped = timed.captured.transport_error is not None and timed.captured.stop_cause is None
+            code = server.exit_status(wait_s=0.5 if dropped else 0.0)
+            if code is not None:
+                died = f"{spec.name} exited with {describe_exit(code)} during the request"
+                error = f"{error}; {died}" if error else died
         details = usage.get("prompt_tokens_details") or {}
         row = ResultRow(
             run_id=self.run_id, server=spec.name, scenario=scenario.name, repeat=repeat, variant=label,
@@ -365,6 +385,7 @@ class Runner:
             check_notes=outcome.notes, stop_cause=timed.captured.stop_cause,
             context_tokens=scenario.context_tokens,
         )
+        row = redact_row(row, spec.api_key)  # a server may echo the key back (content, error body)
         if spec.name == self.config.reference:
             self.reference_rows[(scenario.name, label, request.turn)] = row
         else:

@@ -13,6 +13,9 @@ A scenario file looks like::
         expect: {tool_calls: [{name: Read}], finish_reason: tool_calls}
       - tool_results: ["<file text>"]           # answers the previous reply's calls, in order
         reply: {content: "The app defines ..."}
+      - side: true                              # a side request: sent alone, no tools, not in history
+        system: "Write a title of at most five words."
+        user: "Read src/app.py"
 
 Each turn is one request. The scripted ``reply`` (never the server's own answer) is appended to the
 history afterwards, so every server sees byte-identical prefixes.
@@ -84,11 +87,19 @@ class Turn(_Strict):
     tool_choice: str | None = None
     # Stop the server after this request and start it again on the same cache dirs (restart case).
     restart_after: bool = False
+    # A side request: sent alone as its own short conversation (``system`` if given, then ``user``),
+    # without tools, and never appended to the main history (like a coding agent's title request).
+    side: bool = False
+    system: str | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> Turn:
         if (self.user is None) == (self.tool_results is None):
             raise ValueError("a turn needs exactly one of 'user' or 'tool_results'")
+        if self.side and self.user is None:
+            raise ValueError("a side turn (side: true) needs 'user', not 'tool_results'")
+        if self.system is not None and not self.side:
+            raise ValueError("'system' is only allowed on a side turn (side: true)")
         return self
 
 
@@ -135,6 +146,8 @@ class Scenario(_Strict):
     source: str = ""
     system_text: str = ""
     tool_schemas: list[dict[str, Any]] = Field(default_factory=list)
+    # Set by harness.scaling when the system prompt was grown or cut to about this many tokens.
+    context_tokens: int | None = None
 
     def play_modes(self) -> list[Variant]:
         return self.variants or [Variant()]
@@ -153,6 +166,7 @@ class PlannedRequest:
     tool_choice: str | None
     expect: Expect | None
     restart_after: bool = False
+    side: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def body(self, model_id: str) -> dict[str, Any]:
@@ -186,6 +200,46 @@ def _yaml_line(source_text: str, loc: tuple[Any, ...]) -> int | None:
     if node is not None:
         line = node.start_mark.line + 1
     return line
+
+
+def _yaml_field_at(source_text: str, index: int) -> str | None:
+    """The dotted field whose value starts at ``index`` (e.g. a refused tag), if the YAML composes."""
+    try:
+        root = yaml.compose(source_text, Loader=yaml.SafeLoader)  # composing builds no objects
+    except yaml.YAMLError:
+        return None
+
+    def walk(node: Any, path: list[str]) -> list[str] | None:
+        if path and node.start_mark.index == index:
+            return path
+        children = []
+        if isinstance(node, yaml.MappingNode):
+            children = [(str(key.value), value) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(str(i), value) for i, value in enumerate(node.value)]
+        for name, child in children:
+            found = walk(child, path + [name])
+            if found:
+                return found
+        return None
+
+    found = walk(root, []) if root is not None else None
+    return ".".join(found) if found else None
+
+
+def _format_yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(position unknown)"
+    field_name = _yaml_field_at(text, mark.index) if mark else None
+    if field_name:
+        where += f", field '{field_name}'"
+    detail = f"{context}: {problem}" if context else problem
+    fix = "Fix the YAML syntax there."
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        fix = "Scenario files are plain data: remove the tag (YAML tags that build Python objects are refused)."
+    return f"{path}: {where}: not valid YAML: {detail}. {fix}"
 
 
 def _format_validation_error(path: Path, text: str, err: ValidationError) -> str:
@@ -230,9 +284,9 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{path}: scenario file not found.")
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(text)  # plain data only: tags that build Python objects are refused
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from exc
+        raise ScenarioError(_format_yaml_error(path, text, exc)) from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a scenario must be a YAML mapping with 'name' and 'turns'.")
     try:
@@ -289,6 +343,8 @@ def _check_turns(path: Path, scenario: Scenario) -> None:
                         f"in the scenario's tool list ({', '.join(sorted(names)) or 'none'}). Add its "
                         "schema to the tools file or fix the name."
                     )
+        if turn.side:
+            continue  # a side request is its own conversation: the main one still awaits its results
         pending_calls = len(turn.reply.tool_calls or []) if turn.reply else 0
 
 
@@ -345,6 +401,9 @@ def plan_requests(
     planned: list[PlannedRequest] = []
     last_calls: list[dict[str, Any]] = []
     for index, turn in enumerate(scenario.turns):
+        if turn.side:
+            planned.append(_side_request(scenario, turn, index, stream))
+            continue
         if turn.user is not None:
             messages.append({"role": "user", "content": turn.user})
         else:
@@ -380,3 +439,14 @@ def plan_requests(
         else:
             last_calls = []
     return planned
+
+
+def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | None) -> PlannedRequest:
+    """A side request: its own short messages, no tools, nothing taken from or added to the history."""
+    messages = ([{"role": "system", "content": turn.system}] if turn.system else []) + [
+        {"role": "user", "content": turn.user}]
+    return PlannedRequest(
+        scenario=scenario.name, turn=index, messages=messages, tools=[], params=dict(scenario.params),
+        stream=stream if stream is not None else (turn.stream if turn.stream is not None else scenario.stream),
+        tool_choice=None, expect=turn.expect, restart_after=turn.restart_after, side=True,
+    )

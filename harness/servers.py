@@ -54,6 +54,8 @@ class ServerSpec:
     # API key sent as a bearer token and, where the server takes one, passed on its command line.
     api_key: str | None = None
     api_key_args: list[str] = field(default_factory=list)
+    # The `model` sent in each request when it is not the id that /v1/models lists.
+    request_model: str | None = None
 
 
 LEGACY_QUIRK_FLAGS = {
@@ -110,9 +112,15 @@ def mlx_lm_spec() -> ServerSpec:
     return ServerSpec(
         name="mlx-lm",
         label="mlx_lm.server",
-        command=["{python}", "-m", "mlx_lm.server", "--model", "{model}", "--port", "{port}", "--host", "{host}"],
+        # DEBUG logging is the only place this version says whether it reused its prompt cache.
+        command=["{python}", "-m", "mlx_lm.server", "--model", "{model}", "--port", "{port}", "--host", "{host}",
+                 "--log-level", "DEBUG"],
         ready_path="/v1/models",
         cache_dirs=[],
+        reuse_pattern=r"(?:Cache is prefix of prompt \(cache_len: |Common prefix \()(\d+)",
+        miss_pattern=r"\*\*\* Resetting cache\.",
+        # Any other name is looked up as a repository (or a folder under the server's working dir).
+        request_model="default_model",
     )
 
 
@@ -140,6 +148,21 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.rstrip().splitlines()[-lines:]) or "(log is empty)"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` replaced by ``***`` (nothing to do without a secret)."""
+    return text.replace(secret, "***") if secret and text else text
+
+
+def describe_exit(code: int | None) -> str:
+    """``code 1``, or ``code -9 (killed by SIGKILL)`` for a process ended by a signal."""
+    if code is not None and code < 0:
+        try:
+            return f"code {code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f"code {code}"
 
 
 _LIVE: set[ServerProcess] = set()
@@ -211,6 +234,8 @@ class ServerProcess:
 
     @property
     def cache_dirs(self) -> list[Path]:
+        if self.spec.base_url:
+            return []  # a remote server's disk is not ours to look at
         return [Path(self._fill(item)) for item in self.spec.cache_dirs]
 
     def command(self) -> list[str]:
@@ -223,6 +248,10 @@ class ServerProcess:
         """The command line with the API key masked, for logs and run.json."""
         key = self.spec.api_key
         return [item.replace(key, "***") if key else item for item in self.command()]
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key masked (servers may echo their command line or headers)."""
+        return redact(text, self.spec.api_key)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> ServerProcess:
@@ -254,6 +283,15 @@ class ServerProcess:
 
     def _spawn(self) -> None:
         env = dict(os.environ)
+        # Cache locations the user may have exported point into their real home: every server gets
+        # its own under its HOME instead (a spec's env can still set them). The harness's own API-key
+        # variable is not passed on: a server that takes a key gets it through api_key_args.
+        env.pop("HARNESS_API_KEY", None)
+        env.update({
+            "XDG_CACHE_HOME": str(self.home / ".cache"), "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+            "MLX_KV_CACHE_DIR": str(self.home / ".anyclaude" / "kv-cache"),
+        })
         env.update({key: self._fill(value) for key, value in self.spec.env.items()})
         env["HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
@@ -290,12 +328,14 @@ class ServerProcess:
                 if self.process is not None and self.process.poll() is not None:
                     self.exit_code = self.process.returncode
                     raise ServerError(
-                        f"{self.spec.name} exited with code {self.exit_code} during start-up "
-                        f"(model {self.model}). Last lines of {self.log_path}:\n{log_tail(self.log_path)}\n"
+                        f"{self.spec.name} exited with {describe_exit(self.exit_code)} during start-up "
+                        f"(model {self.model}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
                         "Fix the cause shown in the log (often a model folder the server cannot load), then run again."
                     )
                 try:
-                    response = client.get(url)
+                    # A probe never outlasts the deadline, even against a server that accepts and hangs,
+                    # and is short so that an exit is seen soon (the port may belong to another program).
+                    response = client.get(url, timeout=min(2.0, max(0.05, deadline - time.monotonic())))
                     if response.status_code == 200:
                         self.time_to_ready_s = time.monotonic() - started_at
                         self.model_id = self._read_model_id(client)
@@ -305,13 +345,15 @@ class ServerProcess:
                     last_error = type(exc).__name__
                 time.sleep(0.2)
         raise ServerError(
-            f"{self.spec.name} did not become ready within {self.spec.ready_timeout_s:.0f} s "
-            f"(probe {url}: {last_error}). Last lines of {self.log_path}:\n{log_tail(self.log_path)}\n"
+            f"{self.spec.name} did not become ready within {self.spec.ready_timeout_s:g} s "
+            f"(probe {url}: {last_error}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
             "Raise the server's ready_timeout_s if it is just slow, or fix the error in the log."
         )
 
     def _read_model_id(self, client: httpx.Client) -> str:
         """The served model id, which MLX-Textgen requires in each request."""
+        if self.spec.request_model:
+            return self.spec.request_model
         try:
             data = client.get(self.base_url + "/v1/models").json()
             return str(data["data"][0]["id"])
@@ -340,6 +382,26 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def exit_status(self, wait_s: float = 0.0) -> int | None:
+        """The exit code once the process has ended, waiting up to ``wait_s`` for it; else None.
+        (A server that died mid-answer closes its sockets a moment before it can be reaped.)"""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=wait_s) if wait_s > 0 else self.process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _scrub_log(self) -> None:
+        """Masks the API key in the log once the server is gone (it may have echoed its argv)."""
+        key = self.spec.api_key
+        try:
+            data = self.log_path.read_bytes()
+            if key and key.encode() in data:
+                self.log_path.write_bytes(data.replace(key.encode(), b"***"))
+        except OSError:
+            pass
+
     def stop(self, timeout_s: float = 10.0, _for_retry: bool = False) -> None:
         """SIGTERM to the whole process group, then SIGKILL after ``timeout_s``. Idempotent."""
         if self.stopped and not _for_retry:
@@ -359,6 +421,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 pass
             self.exit_code = process.returncode
+            self._scrub_log()
         self._rss_stop.set()
         with _LIVE_LOCK:
             _LIVE.discard(self)
