@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.report import build_report, comparison_table_md, console_table, improvement_text
-from harness.results import ResultRow, ResultWriter
+from harness.results import ResultRow
 from harness.summary import summarize
+
+import run_folder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["latency_per_turn", "first_vs_followup", "cache_bytes_per_turn"]
@@ -77,13 +78,7 @@ def make_rows(times: dict[str, list[list[float]]] = TIMES, tools: bool = True) -
 
 
 def write_run(run_dir: Path, rows: list[ResultRow], meta: dict | None = RUN_META) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with ResultWriter(run_dir / "results.jsonl") as writer:
-        for row in rows:
-            writer.write(row)
-    if meta is not None:
-        (run_dir / "run.json").write_text(json.dumps(meta), encoding="utf-8")
-    return run_dir
+    return run_folder.write_run(run_dir, rows, meta)
 
 
 def test_comparison_table_layout_and_notes():

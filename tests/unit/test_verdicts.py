@@ -17,8 +17,10 @@ from harness.errors import ConfigError
 from harness.gate import evaluate, failed, gate_settings, verdict_line
 from harness.pytest_plugin import benchmark_figures
 from harness.readme_table import END, START, replace_between_markers, update_file
-from harness.results import ResultRow, ResultWriter
+from harness.results import ResultRow
 from harness.summary import summarize
+
+import run_folder
 
 ARCHIVE = Path(__file__).resolve().parents[1] / "fixtures" / "archive-readme.md"
 
@@ -57,13 +59,7 @@ def make_rows(profile=FAST, repeats: int = 2, turns: int = 4, scenario: str = "a
 
 
 def write_run(run_dir: Path, rows: list[ResultRow], meta: dict | None = META) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with ResultWriter(run_dir / "results.jsonl") as writer:
-        for row in rows:
-            writer.write(row)
-    if meta is not None:
-        (run_dir / "run.json").write_text(json.dumps(meta), encoding="utf-8")
-    return run_dir
+    return run_folder.write_run(run_dir, rows, meta)
 
 
 def gate_cli(run_dir: Path, tmp_path: Path, monkeypatch, capsys, gate_toml: str = "", *extra: str):
