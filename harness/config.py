@@ -6,13 +6,20 @@
     scenarios = ["agent-session", "short-chat"]
     reference = "legacy"
     repeats = 1
+    warmup = false                      # one unmeasured request after each server start
+    context_tokens = [1000, 2000, 4000] # replay scenarios with their system prompt at these sizes
+    concurrency = 1                     # sessions at once against one server
+    bound = false                       # measure the cache-perfect bound (bound.json) after the servers
     [tool.harness.server.legacy.quirks] # legacy quirk switches (defaults as the original)
     max_tokens_ignored = false
+    [tool.harness.server.mlx-textgen]   # extra arguments for MLX-Textgen (e.g. one cache slot)
+    extra_args = ["--max-capacity", "1"]
     [tool.harness.server.my-legacy]     # any command line as a server
     command = ["/path/venv/bin/python", "vllm-mlx-server.py", "--model", "{model}", "--port", "{port}"]
     ready_path = "/health"
-    [tool.harness.server.fleet]         # an already-running server
+    [tool.harness.server.fleet]         # an already-running server: no start/stop, cache files not observable
     base_url = "http://127.0.0.1:8000"
+    request_model = "Qwen/Qwen2.5-7B-Instruct"  # the `model` to send, when not the first id of /v1/models
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import ConfigError
 from harness.servers import BUILTIN_SERVERS, ServerSpec, legacy_spec
@@ -44,6 +51,7 @@ class ServerOverride(BaseModel):
     ready_timeout_s: float | None = None
     quirks: dict[str, bool] | None = None
     extra_args: list[str] | None = None
+    request_model: str | None = None
 
 
 class RunConfig(BaseModel):
@@ -56,14 +64,25 @@ class RunConfig(BaseModel):
     repeats: int = Field(default=1, ge=1)
     out: str = "reports"
     warmup: bool = False
-    context_tokens: int | None = None
+    # System-prompt sizes to replay each scenario at ("1000,2000" on the CLI, a list in TOML).
+    context_tokens: list[int] | None = None
     concurrency: int = Field(default=1, ge=1)
+    # Measure the in-process cache-perfect bound (harness.bound) after the servers: opt-in, since on
+    # agent-session alone it costs about a minute on two cores.
+    bound: bool = False
     ready_timeout_s: float = 180.0
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 120.0
     api_key: str | None = None
     server: dict[str, ServerOverride] = Field(default_factory=dict)
     gate: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("context_tokens", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> list[int] | None:
+        from harness.scaling import parse_sizes
+
+        return parse_sizes(value)
 
     def public_dump(self) -> dict[str, Any]:
         """The config as recorded in run.json: the API key never leaves memory."""
@@ -91,7 +110,8 @@ class RunConfig(BaseModel):
                     f"[tool.harness.server.{name}] with a `command` (argument list) or a `base_url`."
                 )
             if override:
-                for field_name in ("label", "command", "ready_path", "cache_dirs", "env", "base_url", "ready_timeout_s"):
+                for field_name in ("label", "command", "ready_path", "cache_dirs", "env", "base_url", "ready_timeout_s",
+                                   "request_model"):
                     value = getattr(override, field_name)
                     if value is not None:
                         setattr(spec, field_name, value)

@@ -134,13 +134,13 @@ def build_model(
     force: bool = False,
 ) -> Path:
     """Writes a random-weight qwen2 model that mlx-lm, the legacy server and MLX-Textgen can load."""
+    out_dir = Path(out_dir)
+    if (out_dir / "model.safetensors").is_file() and not force:
+        return out_dir  # before importing mlx: that alone costs the harness process ~300 MB
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen2
 
-    out_dir = Path(out_dir)
-    if (out_dir / "model.safetensors").is_file() and not force:
-        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokenizer = train_tokenizer(corpus_texts())

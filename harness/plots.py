@@ -164,10 +164,64 @@ def first_vs_followup(summary: Summary, out_dir: Path, model: str | None = None)
     return out
 
 
+def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None) -> Path | None:
+    """--context-tokens runs: median first-request and follow-up latency per server against the
+    system-prompt size, one panel per scenario (the name before "@N")."""
+    frame = measured_rows(summary.frame[summary.frame["request_kind"].isin(["first", "follow-up"])])
+    if "context_tokens" not in frame.columns:
+        return None
+    frame = frame[frame["context_tokens"].notna() & frame["total_s"].notna()]
+    if frame.empty or frame["context_tokens"].nunique() < 2:
+        return None
+    frame = frame.assign(_base=frame["scenario"].str.rsplit("@", n=1).str[0],
+                         _size=frame["context_tokens"].astype(int), _v=frame["total_s"].astype(float))
+    bases = list(dict.fromkeys(frame["_base"]))[:MAX_SUBPLOTS]
+    plt = _pyplot()
+    cols = min(len(bases), 2)
+    rows = (len(bases) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.2 * rows), squeeze=False)
+    for ax, base in zip(axes.flat, bases):
+        part = frame[frame["_base"] == base]
+        for i, server in enumerate(summary.servers):
+            mine = part[part["server"] == server]
+            for kind, style in (("first", "-"), ("follow-up", "--")):
+                med = mine[mine["request_kind"] == kind].groupby("_size")["_v"].median()
+                if med.empty:
+                    continue
+                ax.plot(med.index, med.values, label=f"{server} {kind}", linestyle=style,
+                        marker=MARKERS[i % len(MARKERS)], color=f"C{i}")
+        sizes = sorted(part["_size"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+        ax.minorticks_off()
+        values = part["_v"][part["_v"] > 0]
+        if len(values) and values.max() / values.min() >= LOG_SPREAD:
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            # Minor ticks labelled at 2, 3 and 5 times a power of ten only, so labels never collide.
+            ax.yaxis.set_minor_formatter(FuncFormatter(
+                lambda v, _pos: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "235" else ""))
+        ax.set_title(f"{base} (solid: first request, dashed: follow-ups)", fontsize="medium")
+        ax.set_xlabel("system prompt (tokens, --context-tokens)")
+        ax.set_ylabel("median total time (s)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(bases):]:
+        ax.set_visible(False)
+    fig.suptitle(_title("Latency against context size", model))
+    fig.tight_layout()
+    out = Path(out_dir) / "latency_vs_context.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def write_plots(summary: Summary, out_dir: Path, model: str | None = None) -> dict[str, Path]:
     """Writes every plot there is data for; the keys are the file stems."""
     out: dict[str, Path] = {}
-    for fn in (latency_per_turn, first_vs_followup, cache_bytes_per_turn):
+    for fn in (latency_per_turn, first_vs_followup, cache_bytes_per_turn, latency_vs_context):
         path = fn(summary, out_dir, model)
         if path is not None:
             out[path.stem] = path

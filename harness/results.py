@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-RequestKind = Literal["first", "follow-up", "restart", "warmup"]
+# "side": a short request sent alone, outside the main conversation (a scenario turn with side: true).
+RequestKind = Literal["first", "follow-up", "restart", "warmup", "side"]
 
 RESULTS_FILE = "results.jsonl"
 
@@ -25,6 +26,10 @@ class ResultRow(BaseModel):
     server: str
     scenario: str
     repeat: int = 0
+    # Which of the --concurrency N simultaneous copies of the scenario this request belongs to.
+    session: int = 0
+    # The size (in tokens) the system prompt was grown or cut to with --context-tokens; None: as written.
+    context_tokens: int | None = None
     # How the scenario was played, e.g. "stream" / "no-stream" plus "tool_choice=required": one
     # scenario can be replayed in several modes and rows of different variants are never compared.
     variant: str = ""

@@ -31,6 +31,7 @@ METRICS: dict[str, tuple[tuple[str, ...] | None, str, str]] = {
     "follow_up_total_s": (("follow-up",), "total_s", "s"),
     "follow_up_ttft_s": (("follow-up",), "ttft_s", "s"),
     "restart_total_s": (("restart",), "total_s", "s"),
+    "side_total_s": (("side",), "total_s", "s"),  # short requests outside the main conversation
     "decode_tok_s": (None, "decode_tok_s", "tok/s"),
     "completion_tokens": (None, "completion_tokens", "tokens"),
 }

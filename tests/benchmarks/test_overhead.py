@@ -1,0 +1,172 @@
+"""What the harness itself costs: per request, against a local stub server that answers at once
+(tests/stubs/instant_server.py), the harness's request path (harness.replay.send, the conformance
+checks, the token count and the result row a run writes) against a bare httpx loop sending the
+same body; streamed and not. Target: at most 2 ms of overhead per request (median). And the peak
+resident memory of the harness process during a short real run (target: at most 400 MB).
+
+The two loops alternate request by request so that load from other processes hits both alike.
+The figures go to pytest-benchmark's extra_info; the harness's path is also timed by the
+``benchmark`` fixture itself. Fast and self-contained: part of the normal test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import cachefiles, conformance
+from harness.replay import ReplayLimits, TokenCounter, send
+from harness.results import ResultRow
+from harness.scenarios import plan_requests, resolve_scenarios
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STUB = REPO_ROOT / "tests" / "stubs" / "instant_server.py"
+OVERHEAD_TARGET_MS = 2.0
+RSS_TARGET_MB = 400
+PAIRS = 300
+WARMUP_PAIRS = 30
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def instant_url():
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, str(STUB), "--port", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("the instant stub server did not start")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def planned():
+    """A realistic request: agent-session's third turn (long system prompt, 16 tools, history)."""
+    return plan_requests(resolve_scenarios(["agent-session"])[0])[2]
+
+
+def _bare(client: httpx.Client, url: str, body: dict) -> None:
+    if body["stream"]:
+        with client.stream("POST", url, json=body) as response:
+            for _ in response.iter_raw():
+                pass
+    else:
+        client.post(url, json=body).content
+
+
+def _harness(client: httpx.Client, url: str, body: dict, request, counter: TokenCounter, cache_dir: Path) -> str:
+    """The per-request work of a run (harness.runner): snapshot, send, checks, count, row."""
+    before = cachefiles.snapshot([cache_dir])
+    timed = send(client, url, body, ReplayLimits())
+    answer = conformance.extract_answer(timed.captured)
+    outcome = conformance.run_checks(timed.captured, answer, request)
+    counted = counter.count(answer.content or "")
+    delta = cachefiles.diff(before, cachefiles.snapshot([cache_dir]))
+    row = ResultRow(run_id="bench", server="instant", scenario=request.scenario, turn=request.turn,
+                    request_kind="follow-up", stream=request.stream, started_at=time.time(),
+                    ttft_s=timed.ttft_s, total_s=timed.total_s, http_status=timed.captured.http_status,
+                    finish_reason=answer.finish_reason, completion_tokens=counted,
+                    checks_failed=outcome.failed, check_evidence=outcome.evidence,
+                    cache_bytes_total=delta.total_bytes)
+    return row.model_dump_json()
+
+
+@pytest.mark.benchmark(group="harness-overhead")
+@pytest.mark.parametrize("stream", [False, True], ids=["no-stream", "stream"])
+def test_per_request_overhead(benchmark, instant_url, planned, stream, tmp_path):
+    from harness.fixtures import default_model_path
+
+    counter = TokenCounter(default_model_path() if default_model_path().is_dir() else None)
+    url = instant_url + "/v1/chat/completions"
+    planned.stream = stream
+    body = planned.body("instant")
+    bare, harness = [], []
+    with httpx.Client() as client:
+        for i in range(WARMUP_PAIRS + PAIRS):
+            started = time.perf_counter()
+            _bare(client, url, body)
+            middle = time.perf_counter()
+            _harness(client, url, body, planned, counter, tmp_path)
+            ended = time.perf_counter()
+            if i >= WARMUP_PAIRS:
+                bare.append(middle - started)
+                harness.append(ended - middle)
+        benchmark.pedantic(_harness, args=(client, url, body, planned, counter, tmp_path), rounds=50,
+                           warmup_rounds=5, iterations=1)
+    bare_ms, harness_ms = statistics.median(bare) * 1e3, statistics.median(harness) * 1e3
+    overhead_ms = harness_ms - bare_ms
+    benchmark.extra_info.update({
+        "stream": stream, "requests": PAIRS, "request_body_bytes": len(httpx.Request("POST", url, json=body).content),
+        "bare_httpx_median_ms": round(bare_ms, 3), "harness_median_ms": round(harness_ms, 3),
+        "overhead_median_ms": round(overhead_ms, 3), "overhead_target_ms": OVERHEAD_TARGET_MS,
+    })
+    print(f"\n{'stream' if stream else 'no-stream'}: bare httpx {bare_ms:.3f} ms, harness {harness_ms:.3f} ms, "
+          f"overhead {overhead_ms:.3f} ms per request (median of {PAIRS})")
+    assert overhead_ms <= OVERHEAD_TARGET_MS, (
+        f"the harness adds {overhead_ms:.2f} ms per request (bare {bare_ms:.2f} ms, harness {harness_ms:.2f} ms)")
+
+
+RSS_PROBE = textwrap.dedent("""
+    import resource, sys
+    from harness.cli import main
+    code = main(sys.argv[1:])
+    print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+    sys.exit(code)
+""")
+
+
+@pytest.mark.benchmark(group="harness-overhead")
+def test_harness_process_peak_rss(benchmark, tmp_path):
+    """`harness run --scenarios short-chat` (report included) against the stub, as a custom command
+    server: the harness process's own peak RSS (getrusage RUSAGE_SELF; servers are other processes)."""
+    config = tmp_path / "harness.toml"
+    config.write_text(textwrap.dedent(f"""
+        [server.instant]
+        label = "instant stub"
+        command = ["{{python}}", "{STUB}", "--port", "{{port}}", "--host", "{{host}}"]
+        ready_path = "/health"
+    """))
+    command = [sys.executable, "-c", RSS_PROBE, "run", "--config", str(config), "--servers", "instant",
+               "--reference", "instant", "--scenarios", "short-chat", "--out", str(tmp_path / "runs")]
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+                              env=dict(os.environ, COLUMNS="120"))
+
+    done = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_kb = int(next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("PEAK_RSS_KB")))
+    peak_mb = peak_kb / 1024  # Linux reports kilobytes
+    benchmark.extra_info.update({"harness_peak_rss_mb": round(peak_mb, 1), "rss_target_mb": RSS_TARGET_MB})
+    print(f"\nharness process peak RSS: {peak_mb:.0f} MB")
+    assert peak_mb <= RSS_TARGET_MB, f"the harness process peaked at {peak_mb:.0f} MB"
