@@ -14,8 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 # "side": a short request sent alone, outside the main conversation (a scenario turn with side: true).
-RequestKind = Literal["first", "follow-up", "restart", "warmup", "side"]
+RequestKind = Literal["first", "first-warm", "follow-up", "restart", "warmup", "side"]
 
+# "first-warm": the first request of a conversation sent to a server that has already served another
+# mode of the same scenario, so its prefix may be cached; kept out of first-request statistics.
 RESULTS_FILE = "results.jsonl"
 
 

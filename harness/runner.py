@@ -237,32 +237,39 @@ class Runner:
         self.meta.save()
 
     def _run_server(self, spec: ServerSpec, group: ModelGroup, repeat: int) -> None:
-        tag = f"r{repeat}-{group.path.name}"
-        # A fresh cache dir each repeat: every repeat measures a cold first request.
-        home = self.run_dir / "homes" / f"{spec.name}-{tag}"
         counter = TokenCounter(group.path)
-        server: ServerProcess | None = None
         try:
             for scenario in group.scenarios:
-                for variant in scenario.play_modes():
-                    if server is None or not server.alive() and not spec.base_url:
-                        if server is not None:
-                            self._stop(server)
-                        server = self._new_server(spec, group, home, tag)
-                        try:
-                            self._start(server)
-                        except ServerError as exc:
-                            self._stop(server)
-                            self._write_failed_start(spec, scenario, variant, repeat, group, str(exc))
-                            server = None
-                            raise
-                        self._warmup(server, spec, group, scenario, variant, repeat, counter)
-                    server = self._replay(server, spec, group, scenario, variant, repeat, counter, home, tag)
+                self._run_scenario(spec, group, scenario, repeat, counter)
         except ServerError as exc:
             self.say(str(exc))
             assert self.meta is not None
             self.meta.server_entry(spec)["notes"].append(f"start-up failed: {str(exc).splitlines()[0]}")
             self.meta.save()
+
+    def _run_scenario(self, spec: ServerSpec, group: ModelGroup, scenario: Scenario, repeat: int,
+                      counter: TokenCounter) -> None:
+        """One scenario on a fresh server with an empty cache dir, so its first request is cold."""
+        tag = f"r{repeat}-{group.path.name}-{scenario.name}"
+        home = self.run_dir / "homes" / f"{spec.name}-{tag}"
+        server: ServerProcess | None = None
+        try:
+            for index, variant in enumerate(scenario.play_modes()):
+                if server is None or not server.alive() and not spec.base_url:
+                    if server is not None:
+                        self._stop(server)
+                    server = self._new_server(spec, group, home, tag)
+                    try:
+                        self._start(server)
+                    except ServerError as exc:
+                        self._stop(server)
+                        self._write_failed_start(spec, scenario, variant, repeat, group, str(exc))
+                        server = None
+                        raise
+                    self._warmup(server, spec, group, scenario, variant, repeat, counter)
+                # Later modes of a scenario share its server: their first request may find a warm cache.
+                server = self._replay(server, spec, group, scenario, variant, repeat, counter, home, tag,
+                                      warm=index > 0)
         finally:
             if server is not None:
                 self._stop(server)
@@ -295,7 +302,8 @@ class Runner:
 
     # -- one scenario in one mode ----------------------------------------------------------
     def _replay(self, server: ServerProcess, spec: ServerSpec, group: ModelGroup, scenario: Scenario,
-                variant: Variant, repeat: int, counter: TokenCounter, home: Path, tag: str) -> ServerProcess:
+                variant: Variant, repeat: int, counter: TokenCounter, home: Path, tag: str,
+                warm: bool = False) -> ServerProcess:
         assert self.writer is not None
         if self.config.concurrency > 1:
             from harness.load import replay_concurrent
@@ -306,7 +314,7 @@ class Runner:
                                 request_serial=self.request_serial)
         self.request_serial += len(planned)
         self.say(f"{spec.name}: {scenario.name} [{label}] ({len(planned)} requests)")
-        next_kind = "first"
+        next_kind = "first-warm" if warm else "first"
         pending: tuple[ResultRow, cachefiles.CacheSnapshot] | None = None
         with httpx.Client(headers=server.headers) as client:
             for request in planned:
@@ -404,11 +412,16 @@ class Runner:
         row.cache_bytes_total = delta.total_bytes
         row.cache_files = [os.path.relpath(path, self.run_dir) for path in delta.new_files]
         reused, tokens = server.cache_reuse_from_log(server.read_new_log())
-        if row.cached_tokens:
-            reused, tokens = True, row.cached_tokens
-        row.cache_reused = reused
+        if row.cached_tokens is not None:
+            tokens = row.cached_tokens
+            reused = tokens > 0 if reused is None else reused
         if row.cached_tokens is None and tokens is not None:
             row.cached_tokens = tokens
+        # Reusing a chat template's first few tokens is not a working prompt cache: count reuse
+        # only when at least half of the prompt came from the cache.
+        if reused and tokens is not None and row.prompt_tokens:
+            reused = tokens >= 0.5 * row.prompt_tokens
+        row.cache_reused = reused
         self.writer.write(row)
         self.on_row(row)
 

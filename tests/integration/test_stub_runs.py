@@ -42,11 +42,11 @@ def test_warm_up_is_one_unmeasured_row_per_server_start(tmp_path):
     run_dir = Runner(config).run()
     rows = read_rows(run_dir)
     warm = [r for r in rows if r.request_kind == "warmup"]
-    # One at the start, one after restart.yaml's restart.
-    assert len(warm) == 2 and all(r.turn == -1 and r.error is None for r in warm)
+    # One per server start: each scenario gets a fresh server, and restart.yaml restarts once.
+    assert len(warm) == 3 and all(r.turn == -1 and r.error is None for r in warm)
     restart_rows = [r for r in rows if r.scenario == "restart@60"]
     kinds = [r.request_kind for r in restart_rows]
-    assert kinds == ["first", "follow-up", "warmup", "restart", "follow-up", "follow-up"]
+    assert kinds == ["warmup", "first", "follow-up", "warmup", "restart", "follow-up", "follow-up"]
     paths = build_report(run_dir)
     stats = paths["summary_csv"].read_text()
     # Four short-chat requests (one first, three follow-ups); the warm-up counts nowhere.
