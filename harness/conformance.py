@@ -398,10 +398,14 @@ def _note_tool_quirks(calls: list[dict[str, Any]], request: PlannedRequest, out:
 
 
 def _check_expect(answer: Answer, request: PlannedRequest, out: CheckOutcome) -> None:
+    calls = answer.tool_calls
+    required = request.tool_choice == "required" and bool(request.tools)
+    if required and not calls:
+        # The client demanded a tool call; a text answer ignores the request's tool_choice.
+        out.fail("tool.required_ignored", f"tool_choice 'required' but no tool call; content {(answer.content or '')[:80]!r}")
     expect = request.expect
     if expect is None:
         return
-    calls = answer.tool_calls
     # With no calls at all, tool.calls_missing is the finding; name/argument checks would repeat it.
     if expect.tool_calls and calls:
         wanted = [call.name for call in expect.tool_calls]
@@ -420,7 +424,8 @@ def _check_expect(answer: Answer, request: PlannedRequest, out: CheckOutcome) ->
             problems = toolcalls.argument_mismatches(expected.arguments, calls[chosen]["arguments"])
             if problems:
                 out.fail("expect.tool_arguments", f"{expected.name}: " + "; ".join(problems))
-    if expect.no_tool_calls and calls:
+    # Under tool_choice "required" a call is the right answer even to a plain question.
+    if expect.no_tool_calls and calls and not required:
         out.fail("expect.no_tool_calls", f"got {[toolcalls.signature(c) for c in calls][:3]}")
     if expect.content_contains is not None and expect.content_contains not in (answer.content or ""):
         out.fail("expect.content_contains", f"{expect.content_contains!r} not in {(answer.content or '')[:80]!r}")

@@ -455,3 +455,22 @@ def test_done_without_its_blank_line_is_a_note_not_a_failure():
     outcome = run_checks(resp, extract_answer(resp), request)
     assert outcome.failed == []
     assert any(note.startswith("stream.note_done_unterminated") for note in outcome.notes)
+
+
+def test_tool_choice_required_demands_a_call_and_lifts_no_tool_calls():
+    from harness.conformance import Answer, CapturedResponse, extract_answer, run_checks
+    from harness.scenarios import Expect, PlannedRequest
+
+    body = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": "Yes."}}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}).encode()
+    resp = CapturedResponse(stream=False, http_status=200, body=body, sse=None, transport_error=None, stop_cause=None)
+    tools = [{"type": "function", "function": {"name": "Read", "parameters": {"type": "object", "properties": {}}}}]
+    request = PlannedRequest(scenario="s", turn=4, messages=[], tools=tools, params={}, stream=False,
+                             tool_choice="required", expect=Expect(no_tool_calls=True))
+    text = run_checks(resp, extract_answer(resp), request)
+    assert text.failed == ["tool.required_ignored"]
+    call = Answer(content=None, tool_calls=[{"id": "x", "name": "Read", "arguments": {}}],
+                  finish_reason="tool_calls", usage=None)
+    assert "expect.no_tool_calls" not in run_checks(resp, call, request).failed
