@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, help="replay each scenario N times per server")
     run.add_argument("--reference", help="the server the others are compared with (default: legacy)")
     run.add_argument("--config", help="a harness.toml file")
-    run.add_argument("--api-key", help=f"API key for the servers (or env HARNESS_API_KEY)")
+    run.add_argument("--api-key", help="API key for the servers (or env HARNESS_API_KEY)")
     run.add_argument("--context-tokens", metavar="N[,N...]",
                      help="replay each scenario with its system prompt grown or cut to about N tokens, "
                           "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N")

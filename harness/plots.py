@@ -85,11 +85,7 @@ def latency_per_turn(summary: Summary, out_dir: Path, model: str | None = None) 
     for ax in list(axes.flat)[len(scenarios):]:
         ax.set_visible(False)
     fig.suptitle(_title("Request latency per turn", model))
-    fig.tight_layout()
-    out = Path(out_dir) / "latency_per_turn.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out_dir, "latency_per_turn.png")
 
 
 def cache_bytes_per_turn(summary: Summary, out_dir: Path, model: str | None = None) -> Path | None:
@@ -123,11 +119,7 @@ def cache_bytes_per_turn(summary: Summary, out_dir: Path, model: str | None = No
     ax.set_title(_title("KV cache on disk after each request", model))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    out = Path(out_dir) / "cache_bytes_per_turn.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out_dir, "cache_bytes_per_turn.png")
 
 
 def first_vs_followup(summary: Summary, out_dir: Path, model: str | None = None) -> Path | None:
@@ -157,11 +149,7 @@ def first_vs_followup(summary: Summary, out_dir: Path, model: str | None = None)
     ax.set_title(_title(f"First request vs follow-ups ({scenario})", model))
     ax.legend(fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    out = Path(out_dir) / "first_vs_followup.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out_dir, "first_vs_followup.png")
 
 
 def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None) -> Path | None:
@@ -211,8 +199,15 @@ def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None
     for ax in list(axes.flat)[len(bases):]:
         ax.set_visible(False)
     fig.suptitle(_title("Latency against context size", model))
+    return _save(fig, out_dir, "latency_vs_context.png")
+
+
+def _save(fig, out_dir: Path, name: str) -> Path:
+    """Lays out, writes and closes a figure (an open figure would leak memory across reports)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out = Path(out_dir) / "latency_vs_context.png"
+    out = Path(out_dir) / name
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
