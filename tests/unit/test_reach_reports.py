@@ -90,7 +90,6 @@ def test_summary_md_gains_a_bound_section_only_when_bound_json_exists(tmp_path):
 def _concurrent_rows() -> list[ResultRow]:
     """Three sessions against a server that answers one request at a time (0.1 s each)."""
     rows, t = [], 1000.0
-    clock = t
     for turn in range(2):
         for session in range(3):
             wait = 0.1 * session
