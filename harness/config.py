@@ -52,6 +52,9 @@ class ServerOverride(BaseModel):
     quirks: dict[str, bool] | None = None
     extra_args: list[str] | None = None
     request_model: str | None = None
+    # Start from a built-in server's spec under another name, e.g. the legacy stand-in with one
+    # quirk switched, so both settings can be compared in one run.
+    like: str | None = None
 
 
 class RunConfig(BaseModel):
@@ -95,13 +98,23 @@ class RunConfig(BaseModel):
         specs = []
         for name in self.servers:
             override = self.server.get(name)
-            if name in BUILTIN_SERVERS:
-                if name == "legacy":
+            base = name if name in BUILTIN_SERVERS else (override.like if override else None)
+            if override and override.like and override.like not in BUILTIN_SERVERS:
+                raise ConfigError(
+                    f"[tool.harness.server.{name}] like = '{override.like}' is not a built-in server; "
+                    f"use one of {', '.join(BUILTIN_SERVERS)}."
+                )
+            if base in BUILTIN_SERVERS:
+                if base == "legacy":
                     spec = legacy_spec(override.quirks if override else None)
-                elif name == "mlx-textgen":
-                    spec = BUILTIN_SERVERS[name](override.extra_args if override else None)
+                elif base == "mlx-textgen":
+                    spec = BUILTIN_SERVERS[base](override.extra_args if override else None)
                 else:
-                    spec = BUILTIN_SERVERS[name]()
+                    spec = BUILTIN_SERVERS[base]()
+                if base != name:
+                    switched = [k for k, v in spec.quirks.items() if v != legacy_spec().quirks.get(k, v)]
+                    spec.name = name
+                    spec.label = f"{spec.label} ({', '.join(f'{k}={spec.quirks[k]}' for k in switched)})" if switched else name
             elif override and (override.command or override.base_url):
                 spec = ServerSpec(name=name, label=override.label or name, command=override.command or [])
             else:

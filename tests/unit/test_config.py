@@ -39,3 +39,20 @@ def test_bad_field_names_the_file(tmp_path):
 def test_api_key_is_masked_in_the_recorded_config(tmp_path):
     config = load_config(overrides={"api_key": "sk-secret-123"}, project_dir=tmp_path)
     assert "sk-secret-123" not in str(config.public_dump())
+
+
+def test_a_server_like_a_builtin_with_a_quirk_switched(tmp_path):
+    (tmp_path / "harness.toml").write_text(
+        'servers = ["legacy", "legacy-hermes"]\n[server.legacy-hermes]\nlike = "legacy"\n'
+        '[server.legacy-hermes.quirks]\nhermes_parsing = true\n'
+    )
+    default, hermes = load_config(project_dir=tmp_path).server_specs()
+    assert "--parse-hermes" not in default.command and "--parse-hermes" in hermes.command
+    assert hermes.name == "legacy-hermes" and hermes.quirks["hermes_parsing"] is True
+    assert "hermes_parsing=True" in hermes.label and hermes.ready_path == "/health"
+
+
+def test_like_must_name_a_builtin(tmp_path):
+    (tmp_path / "harness.toml").write_text('servers = ["legacy", "x"]\n[server.x]\nlike = "vllm"\n')
+    with pytest.raises(ConfigError, match="like = 'vllm' is not a built-in server"):
+        load_config(project_dir=tmp_path).server_specs()
