@@ -47,7 +47,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_row(row) -> None:
         status = "[red]error[/]" if row.error else ("[yellow]" + ",".join(row.checks_failed[:2]) + "[/]" if row.checks_failed else "[green]ok[/]")
         total = f"{row.total_s:.2f}s" if row.total_s is not None else "-"
-        console.print(f"  {row.server:12} {row.scenario:16} {row.variant:28} turn {row.turn} {row.request_kind:9} {total:>8}  {status}")
+        variant = row.variant.replace("tool_choice=", "")
+        # soft_wrap: one line per request even on a narrow (or non-tty, 80-column) console.
+        console.print(f"  {row.server:12} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
+                      f"{total:>7}  {status}", soft_wrap=True)
 
     runner = Runner(config, on_event=lambda message: console.print(f"[bold]>[/] {message}"), on_row=on_row)
     console.print(f"run folder: {runner.run_dir}")

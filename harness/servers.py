@@ -88,6 +88,8 @@ def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
         cache_dirs=["{home}/.anyclaude/kv-cache"],
         env={"MLX_KV_CACHE_DIR": "{home}/.anyclaude/kv-cache"},
         quirks=state,
+        # The stand-in logs each full re-process (the original's KV cache never loaded).
+        miss_pattern=r"processing full prompt of \d+ tokens",
     )
 
 

@@ -1,0 +1,78 @@
+"""What the behaviour checks find, unaided, on the built-in tool-calling models.
+
+One run: the legacy stand-in with its default switches, the same with Hermes parsing on, and
+MLX-Textgen, over the three dialect scenarios, each played streamed and not, with tool_choice auto
+and required. The assertions are the facts the harness exists to surface.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.config import load_config
+from harness.report import build_report
+from harness.results import read_rows
+from harness.runner import Runner
+from harness.summary import summarize
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+servers = ["legacy", "legacy-hermes", "mlx-textgen"]
+scenarios = ["tools-hermes", "tools-qwen-xml", "tools-harmony"]
+[server.legacy-hermes]
+like = "legacy"
+[server.legacy-hermes.quirks]
+hermes_parsing = true
+"""
+
+
+@pytest.fixture(scope="module")
+def behaviour_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("behaviour")
+    (folder / "harness.toml").write_text(CONFIG)
+    config = load_config(overrides={"out": str(folder / "runs")}, project_dir=folder)
+    return Runner(config).run()
+
+
+def rows(run_dir, server, scenario, variant):
+    found = [r for r in read_rows(run_dir) if r.server == server and r.scenario == scenario and r.variant == variant]
+    assert found, (server, scenario, variant)
+    return found
+
+
+def test_mlx_textgen_streamed_hermes_tool_call_is_lost(behaviour_run):
+    """Role chunk and [DONE], nothing else: the post-mortem's "stream stops after 2 tokens"."""
+    streamed = rows(behaviour_run, "mlx-textgen", "tools-hermes", "stream,tool_choice=auto")
+    first = streamed[0]
+    assert first.tool_calls == [] and not first.content
+    assert {"stream.empty", "stream.no_finish_chunk", "tool.calls_missing"} <= set(first.checks_failed)
+    plain = rows(behaviour_run, "mlx-textgen", "tools-hermes", "no-stream,tool_choice=auto")[0]
+    assert plain.checks_failed == [] and plain.finish_reason == "tool_calls"
+    assert [(c["name"], c["arguments"]) for c in plain.tool_calls] == [("Read", {"file_path": "src/app.py"})]
+
+
+def test_legacy_does_not_parse_hermes_unless_switched_on(behaviour_run):
+    default = rows(behaviour_run, "legacy", "tools-hermes", "no-stream,tool_choice=auto")[0]
+    assert "tool.calls_missing" in default.checks_failed and "<tool_call>" in (default.content or "")
+    switched = rows(behaviour_run, "legacy-hermes", "tools-hermes", "no-stream,tool_choice=auto")[0]
+    assert not [c for c in switched.checks_failed if c.startswith(("tool.", "expect."))]
+    assert [c["name"] for c in switched.tool_calls] == ["Read"]
+
+
+@pytest.mark.parametrize("scenario", ["tools-qwen-xml", "tools-harmony"])
+def test_legacy_parses_qwen_xml_and_harmony(behaviour_run, scenario):
+    for variant in ("stream,tool_choice=auto", "no-stream,tool_choice=auto"):
+        played = rows(behaviour_run, "legacy", scenario, variant)
+        tool_failures = [c for r in played for c in r.checks_failed if c.startswith(("tool.", "expect."))]
+        assert tool_failures == [], (variant, tool_failures)
+        # Its shape quirks are still reported, in their own family.
+        assert any(c.startswith(("schema.", "stream.")) for r in played for c in r.checks_failed)
+
+
+def test_report_has_a_behaviour_table_and_a_verdict(behaviour_run):
+    markdown = build_report(behaviour_run)["summary_md"].read_text()
+    assert "stream.empty" in markdown
+    verdicts = summarize(read_rows(behaviour_run), reference="legacy").verdicts
+    assert verdicts["mlx-textgen"].drop_in is False
+    assert any(r.check == "stream.empty" for r in verdicts["mlx-textgen"].regressions)
