@@ -451,8 +451,9 @@ class ToolModelSpec:
 
 
 TOOL_MODELS: dict[str, ToolModelSpec] = {
-    "tools-hermes": ToolModelSpec(name="tools-hermes", dialect="hermes", seed=11),
-    "tools-qwen-xml": ToolModelSpec(name="tools-qwen-xml", dialect="qwen-xml", seed=12),
+    # JSON and XML arguments needed twice Harmony's steps before the scenario's names were copied exactly.
+    "tools-hermes": ToolModelSpec(name="tools-hermes", dialect="hermes", seed=11, steps=1600),
+    "tools-qwen-xml": ToolModelSpec(name="tools-qwen-xml", dialect="qwen-xml", seed=12, steps=1600),
     "tools-harmony": ToolModelSpec(name="tools-harmony", dialect="harmony", seed=13),
 }
 

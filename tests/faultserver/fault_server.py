@@ -13,7 +13,7 @@ It answers ``GET /v1/models`` and ``POST /v1/chat/completions`` with a fixed, we
     never-ready-503     bind, but answer 503 to every request
     never-ready-hang    bind and accept, but never answer anything
     die-mid-stream      send ``--chunks`` chunks of the first chat answer, then SIGKILL itself; once
-                        per HOME (a marker file), so the restarted server answers normally
+                        per ``--marker-dir`` (default HOME; a marker file), so a later server answers normally
     stream-forever      stream text (or, not streamed, trickle the body) and never finish
     repeat-tool-call    stream the same tool call again and again
     silent-after-accept read the request, then send nothing, ever
@@ -57,6 +57,10 @@ MODES = [
 ANSWER_PIECES = ["Hello", " from", " the", " fault", " server."]
 TOOL_CALL = {"name": "Read", "arguments": json.dumps({"file_path": "src/app.py"})}
 DIED_MARKER = ".fault-server-died"
+
+
+def marker_dir(args: argparse.Namespace) -> Path:
+    return Path(args.marker_dir) if args.marker_dir else Path.home()
 FOREVER = 24 * 3600
 
 
@@ -215,8 +219,8 @@ class Handler(BaseHTTPRequestHandler):
             not args.faulty_requests or number <= args.normal_requests + args.faulty_requests)
         mode = args.mode if faulty else "normal"
         model, prompt = args.model_id, prompt_tokens_of(request)
-        if mode == "die-mid-stream" and (Path.home() / DIED_MARKER).exists():
-            mode = "normal"  # died once already in this HOME: the restarted server behaves
+        if mode == "die-mid-stream" and (marker_dir(args) / DIED_MARKER).exists():
+            mode = "normal"  # died once already: the server started after it behaves
         answer = getattr(self, "fault_" + mode.replace("-", "_"))
         answer(model, prompt, stream)
         log(f"request {number} answered ({mode})")
@@ -235,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
         self._end_chunked()
 
     def fault_die_mid_stream(self, model: str, prompt: int, stream: bool) -> None:
-        (Path.home() / DIED_MARKER).write_text(str(os.getpid()))
+        (marker_dir(self.state.args) / DIED_MARKER).write_text(str(os.getpid()))
         if stream:
             self._start_chunked()
             for event in stream_events(model, prompt)[: self.state.args.chunks]:
@@ -380,6 +384,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--touch-caches", action="store_true", help="write a file in each usual cache dir")
     parser.add_argument("--tag", default="", help="free text, logged and otherwise ignored")
+    parser.add_argument("--marker-dir", default=None, help="where die-mid-stream leaves its marker (default: HOME)")
     args = parser.parse_args(argv)
     args.model_id = Path(args.model).name if args.model else "fault-model"
     return args

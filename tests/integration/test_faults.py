@@ -194,13 +194,14 @@ def test_server_killed_mid_answer(tmp_path, leftover_servers, request, stream):
     first = scenario_file(tmp_path, "first", turns=3, stream=stream)
     second = scenario_file(tmp_path, "second", turns=2, stream=stream)
     # --child: a child in the server's process group that ignores SIGTERM and outlives the server.
-    run = run_faults(tmp_path, {"dies": fault_command("die-mid-stream", "--child")}, [first, second])
+    command = fault_command("die-mid-stream", "--child", "--marker-dir", str(tmp_path))
+    run = run_faults(tmp_path, {"dies": command}, [first, second])
     [row] = run.rows_of("dies", "first")  # the rest of the scenario is skipped: the server is gone
     assert row.turn == 0 and row.http_status == 200
     assert "RemoteProtocolError" in row.error, row.error
     assert "dies exited with code -9 (killed by SIGKILL)" in row.error, row.error
     assert "http.transport_error" in row.checks_failed
-    # The next scenario restarted it (same HOME): it answers normally now.
+    # The next scenario started a new server (each scenario gets its own): it answers normally.
     after = run.rows_of("dies", "second")
     assert [r.turn for r in after] == [0, 1] and all(clean(r) for r in after), [r.error for r in after]
     sessions = run.meta["servers"]["dies"]["sessions"]
@@ -528,7 +529,7 @@ def test_rows_flushed_per_request_and_run_folder_records_the_run(tmp_path, lefto
     entry = meta["servers"]["fault"]
     assert "shims" in entry and "quirks" in entry
     # The command as it was run, with the real port (not the template's placeholder).
-    port = entry["sessions"][0]["port"]
+    port = entry["sessions"][-1]["port"]  # each scenario has its own server; the last one's command
     assert entry["command"][entry["command"].index("--port") + 1] == str(port)
     assert leftover_servers() == []
 
