@@ -52,7 +52,9 @@ def new_run_id() -> str:
 
 def prepare_run_dir(out: Path, run_id: str) -> Path:
     """Creates the run folder, failing before any server starts if it cannot be written."""
-    run_dir = Path(out) / run_id
+    # Absolute: each server runs with its HOME as working directory, where a relative path would
+    # point somewhere else entirely.
+    run_dir = (Path(out) / run_id).resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
         probe = run_dir / ".write-test"

@@ -201,7 +201,7 @@ class ServerProcess:
     ) -> None:
         self.spec = spec
         self.model = str(model)
-        self.home = Path(home)
+        self.home = Path(home).resolve()  # the server's cwd is its HOME: a relative one would nest
         self.log_path = Path(log_path)
         self.host = host
         self.port = port

@@ -1,5 +1,7 @@
 """RunConfig merging and server specs."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.config import load_config
@@ -56,3 +58,16 @@ def test_like_must_name_a_builtin(tmp_path):
     (tmp_path / "harness.toml").write_text('servers = ["legacy", "x"]\n[server.x]\nlike = "vllm"\n')
     with pytest.raises(ConfigError, match="like = 'vllm' is not a built-in server"):
         load_config(project_dir=tmp_path).server_specs()
+
+
+def test_run_folder_and_server_home_are_absolute_for_a_relative_out(tmp_path, monkeypatch):
+    """A server runs with its HOME as working directory: a relative HOME would nest inside itself."""
+    from harness.runner import prepare_run_dir
+    from harness.servers import ServerProcess, legacy_spec
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = prepare_run_dir(Path("reports"), "r1")
+    assert run_dir.is_absolute() and run_dir == tmp_path / "reports" / "r1"
+    server = ServerProcess(legacy_spec(), "model", home=Path("reports/r1/homes/legacy"), log_path=run_dir / "l.log")
+    assert server.home.is_absolute()
+    assert all(Path(d).is_absolute() for d in server.cache_dirs)
