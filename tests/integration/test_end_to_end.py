@@ -6,6 +6,7 @@ One run is shared by the tests of this module (it takes about a minute or two on
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -21,10 +22,17 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     build_model(default_model_path())
-    out = tmp_path_factory.mktemp("runs")
-    config = load_config(overrides={"servers": ["legacy", "mlx-textgen"],
-                                    "scenarios": ["agent-session", "short-chat"], "out": str(out)})
-    run_dir = Runner(config).run()
+    # A relative --out, as `make run` uses: the servers must still write under the run folder.
+    work = tmp_path_factory.mktemp("work")
+    previous = os.getcwd()
+    os.chdir(work)
+    try:
+        config = load_config(overrides={"servers": ["legacy", "mlx-textgen"],
+                                        "scenarios": ["agent-session", "short-chat"], "out": "runs"})
+        run_dir = Runner(config).run()
+    finally:
+        os.chdir(previous)
+    assert run_dir.is_relative_to(work / "runs")
     return run_dir
 
 
