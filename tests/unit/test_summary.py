@@ -231,3 +231,18 @@ def test_csv_frame(summary, tmp_path):
     side = df[(df.scenario == "side") & (df.metric == "speedup_first")].iloc[0]
     assert bool(side["significant"]) is False
     assert np.isfinite(df["median"]).all()
+
+
+def test_call_level_checks_cannot_regress_where_the_reference_made_no_call():
+    """Legacy without Hermes parsing returns no call: the new server's argument miss is not a regression."""
+    from harness.results import ResultRow
+    from harness.summary import summarize
+
+    def row(server, failed, turn=0):
+        return ResultRow(run_id="r", server=server, scenario="tools", variant="no-stream", turn=turn,
+                         request_kind="first", stream=False, started_at=1.0, total_s=0.1, checks_failed=failed)
+
+    rows = [row("legacy", ["tool.calls_missing"]), row("new", ["expect.tool_arguments"]),
+            row("legacy", [], turn=1), row("new", ["expect.tool_arguments"], turn=1)]
+    verdict = summarize(rows, reference="legacy").verdicts["new"]
+    assert [(r.turn, r.check) for r in verdict.regressions] == [(1, "expect.tool_arguments")]
