@@ -249,7 +249,8 @@ class Dialect:
     # (``config.json`` ``eos_token_id``: what mlx-lm stops on).
     eos_token: str = "<|im_end|>"
     end_tokens: tuple[str, ...] = ("<|im_end|>",)
-    # Where the model's answer starts in a rendered conversation, and the tokens that end it.
+    # Where a user turn starts, where the model's answer starts, and the tokens that end an answer.
+    user_start: str = "<|im_start|>user"
     answer_start: str = "<|im_start|>assistant\n"
     answer_ends: tuple[str, ...] = ("<|im_end|>",)
     # Harmony renders a past final answer with <|end|> but the model ends a new one with <|return|>.
@@ -265,6 +266,7 @@ DIALECTS: dict[str, Dialect] = {
         extra_special_tokens=tuple(HARMONY_SPECIAL_TOKENS),
         eos_token="<|return|>",
         end_tokens=("<|return|>", "<|call|>", "<|end|>"),
+        user_start="<|start|>user",
         answer_start="<|start|>assistant",
         answer_ends=("<|call|>", "<|end|>"),
         final_label_swap={"<|end|>": "<|return|>"},

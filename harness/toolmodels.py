@@ -1,8 +1,8 @@
 """Small models trained to emit tool calls, one per dialect, so tool calling can be checked offline.
 
 The random-weight model of ``fixtures.py`` produces noise: fine for latency, useless for checking
-whether a server returns the right tool call. The models built here are just as small (a 2-layer,
-128-wide qwen2, about 3 MB in float32) but trained on generated coding-agent conversations, so that
+whether a server returns the right tool call. The models built here are small too (a 4-layer,
+128-wide qwen2, about 5 MB in float32) but trained on generated coding-agent conversations, so that
 their GREEDY answer is:
 
 - a tool call when the user asks to read a file, run a command or search, with the arguments
@@ -13,8 +13,13 @@ their GREEDY answer is:
 
 Everything is generated from a seed (paths, commands, phrasings), the loss is masked to the
 assistant's answers, and training uses torch on the CPU (measured several times faster than MLX on
-these 2-core machines); the weights are then written as an mlx-lm loadable folder (config.json,
-float32 model.safetensors, tokenizer with the dialect's chat template). Retrain one model with::
+these 2-core machines), single-threaded because the thread count changes the order of float sums
+and so the weights; they are then written as an mlx-lm loadable folder (config.json, float32
+model.safetensors, tokenizer with the dialect's chat template). Two things make a model copy the
+request's names rather than guess familiar ones: 40% of names are made-up words, and each step adds
+a batch of short single requests (one request, one call) to the batch of whole conversations. Each
+batch shares one system prompt and tool list, computed once per batch: that keeps a step near one
+second here, about 35 minutes a model. Retrain one model with::
 
     python -m harness.toolmodels --dialect hermes
 """
@@ -82,6 +87,9 @@ EXTS = [".py"] * 6 + [".js", ".ts", ".go", ".rs", ".md", ".json", ".yaml", ".tom
                       ".rb", ".cfg", ".tsx", ".h"]
 ROOT_FILES = ["README.md", "setup.py", "Makefile", "pyproject.toml", "package.json", "Cargo.toml", "go.mod",
               "requirements.txt", "Dockerfile", ".gitignore", "setup.cfg", "tox.ini", "CHANGELOG.md", "main.py"]
+# Syllables of made-up file and folder names.
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "zo", "pi", "qu", "ex", "bar", "foo", "baz", "vel", "dor", "gin",
+             "sol", "tin", "wex", "yum", "ark", "fin", "gor", "hal", "jet", "kip", "mox", "nub", "ops", "ply"]
 FUNC_NAMES = ["main", "load_config", "parse_args", "create_app", "run", "handle_request", "connect", "save",
               "render_page", "get_user", "send_email", "build_index", "compute_total", "validate", "start_server",
               "fetch_data", "close", "retry", "format_date", "init_db", "cleanup", "process_batch", "login",
@@ -162,10 +170,12 @@ class ConversationGenerator:
         self._call_serial = 0
 
     # Random pieces ------------------------------------------------------------------------------
-    # Names come from fixed lists: a two-layer model learns to copy a name it has seen from the
-    # request reliably within minutes of CPU training, but not arbitrary new strings.
+    # 40% of names are made-up words: the model cannot guess them and has to copy them.
     def word(self) -> str:
-        return self.rng.choice(NAMES)
+        r = self.rng
+        if r.random() < 0.4:
+            return "".join(r.choice(SYLLABLES) for _ in range(r.randint(2, 3)))
+        return r.choice(NAMES)
 
     def directory(self) -> str:
         return self.rng.choice(DIRS)
@@ -307,6 +317,27 @@ class ConversationGenerator:
         return out
 
     # Whole conversations ------------------------------------------------------------------------
+    def system_and_tools(self, with_tools: bool = True) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """A system message (or none) and the tool list (sometimes shuffled), from the seed."""
+        r = self.rng
+        tools = list(TOOLS) if with_tools else None
+        if tools and r.random() < 0.15:
+            r.shuffle(tools)
+        x = r.random()
+        system = SYSTEM_PROMPT if x < 0.75 else (r.choice(OTHER_SYSTEM_PROMPTS) if x < 0.92 else None)
+        return ({"role": "system", "content": system} if system else None), tools
+
+    def single(self) -> Example:
+        """One request and the call it asks for (the first call, in Harmony): short, all about copying."""
+        r = self.rng
+        system, tools = self.system_and_tools()
+        messages = [system] if system else []
+        kind = r.choices(["read", "test", "bash", "grep", "multi"], [0.35, 0.15, 0.2, 0.1, 0.2])[0]
+        text, calls = self.request(kind)
+        messages.append({"role": "user", "content": text})
+        messages.append(self.call_message(calls[:1] if self.sequential_calls else calls))
+        return Example(messages=messages, tools=tools, kinds=["multi" if len(calls) > 1 else "call"])
+
     def plan(self) -> list[str]:
         r = self.rng
         if r.random() < 0.3:  # the shape of the built-in scenarios
@@ -320,13 +351,8 @@ class ConversationGenerator:
 
     def conversation(self) -> Example:
         r = self.rng
-        with_tools = r.random() > 0.05
-        tools = list(TOOLS) if with_tools else None
-        if tools and r.random() < 0.15:
-            r.shuffle(tools)
-        x = r.random()
-        system = SYSTEM_PROMPT if x < 0.75 else (r.choice(OTHER_SYSTEM_PROMPTS) if x < 0.92 else None)
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+        system, tools = self.system_and_tools(with_tools=r.random() > 0.05)
+        messages: list[dict[str, Any]] = [system] if system else []
         kinds: list[str] = []
         legacy = r.random() < 0.25
         names = {tool["function"]["name"] for tool in tools or []}
@@ -365,6 +391,7 @@ class ConversationGenerator:
 class Encoded:
     ids: list[int]
     labels: list[int]  # labels[t] is the target after ids[..t]; -100 where no loss is taken
+    prefix: int = 0  # tokens before the first user turn (system prompt and tools), never in the loss
 
 
 def build_tokenizer(dialect: Dialect, seed: int, vocab_size: int = 2048):
@@ -413,6 +440,8 @@ def encode(tokenizer, dialect: Dialect, example: Example) -> Encoded:
     spans = answer_spans(dialect, text)
     swap = {tokenizer.convert_tokens_to_ids(a): tokenizer.convert_tokens_to_ids(b)
             for a, b in dialect.final_label_swap.items()}
+    cut = text.find(dialect.user_start)
+    prefix = sum(1 for _, hi in offsets if hi <= cut) if cut >= 0 else 0
     labels = [-100] * len(ids)
     span_index = 0
     for t in range(1, len(ids)):
@@ -424,7 +453,7 @@ def encode(tokenizer, dialect: Dialect, example: Example) -> Encoded:
             if spans[span_index][2] and target in swap:
                 target = swap[target]
             labels[t - 1] = target
-    return Encoded(ids=ids, labels=labels)
+    return Encoded(ids=ids, labels=labels, prefix=prefix)
 
 
 # --- The model and its training ----------------------------------------------------------------
@@ -433,7 +462,7 @@ TOOL_MODEL_CONFIG = dict(
     TINY_QWEN2_CONFIG,
     hidden_size=128,
     intermediate_size=512,
-    num_hidden_layers=2,
+    num_hidden_layers=4,
     num_attention_heads=4,
     num_key_value_heads=2,
 )
@@ -444,16 +473,16 @@ class ToolModelSpec:
     name: str
     dialect: str
     seed: int
-    steps: int = 800
-    batch_size: int = 16
+    steps: int = 2000
+    batch_size: int = 16  # whole conversations per step
+    single_batch_size: int = 48  # plus this many single requests per step
     learning_rate: float = 3e-3
     max_tokens: int = 560  # conversations longer than this are not used
 
 
 TOOL_MODELS: dict[str, ToolModelSpec] = {
-    # JSON and XML arguments needed twice Harmony's steps before the scenario's names were copied exactly.
-    "tools-hermes": ToolModelSpec(name="tools-hermes", dialect="hermes", seed=11, steps=1600),
-    "tools-qwen-xml": ToolModelSpec(name="tools-qwen-xml", dialect="qwen-xml", seed=12, steps=1600),
+    "tools-hermes": ToolModelSpec(name="tools-hermes", dialect="hermes", seed=11),
+    "tools-qwen-xml": ToolModelSpec(name="tools-qwen-xml", dialect="qwen-xml", seed=12),
     "tools-harmony": ToolModelSpec(name="tools-harmony", dialect="harmony", seed=13),
 }
 
@@ -465,21 +494,46 @@ def tool_model_path(name: str) -> Path:
     return MODELS_DIR / name
 
 
-def _batches(encoded: list[Encoded], batch_size: int, steps: int, rng: random.Random) -> list[list[Encoded]]:
-    """Batches of similar lengths (less padding), in a shuffled order."""
-    order = list(range(len(encoded)))
-    rng.shuffle(order)
+def _batches(encoded: list[Encoded], batch_size: int, steps: int, rng: random.Random):
+    """(shared prefix, batch) pairs: each batch has one system prompt and tool list, similar lengths."""
+    groups: dict[tuple[int, ...], list[Encoded]] = {}
+    for item in encoded:
+        groups.setdefault(tuple(item.ids[:item.prefix]), []).append(item)
     batches = []
-    chunk = batch_size * 8
-    for i in range(0, len(order), chunk):
-        group = sorted(order[i:i + chunk], key=lambda j: len(encoded[j].ids))
-        batches += [[encoded[j] for j in group[k:k + batch_size]] for k in range(0, len(group), batch_size)]
-    batches = [b for b in batches if len(b) == batch_size]
+    for prefix, items in groups.items():
+        rng.shuffle(items)
+        for i in range(0, len(items), batch_size * 8):
+            chunk = sorted(items[i:i + batch_size * 8], key=lambda item: len(item.ids))
+            for k in range(0, len(chunk) - batch_size + 1, batch_size):
+                batches.append((list(prefix), chunk[k:k + batch_size]))
     rng.shuffle(batches)
     return batches[:steps]
 
 
-def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: int = 2):
+def _loss(model, prefix: list[int], batch: list[Encoded], pad: int):
+    """Mean loss over the answer tokens; the shared prefix runs once and its keys/values are reused."""
+    import torch
+
+    size, start = len(batch), len(prefix)
+    width = max(len(item.ids) for item in batch) - start
+    ids = torch.tensor([item.ids[start:] + [pad] * (width + start - len(item.ids)) for item in batch])
+    labels = torch.tensor([item.labels[start:] + [-100] * (width + start - len(item.labels)) for item in batch])
+    if start:
+        cache = model.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+        for layer in range(len(cache.key_cache)):  # the gradient of a broadcast sums over the batch
+            cache.key_cache[layer] = cache.key_cache[layer].expand(size, -1, -1, -1)
+            cache.value_cache[layer] = cache.value_cache[layer].expand(size, -1, -1, -1)
+        positions = torch.arange(start, start + width)
+        hidden = model.model(input_ids=ids, past_key_values=cache, position_ids=positions[None].expand(size, -1),
+                             cache_position=positions, use_cache=True).last_hidden_state
+    else:
+        hidden = model.model(input_ids=ids).last_hidden_state
+    # Right padding under a causal mask cannot affect real tokens; logits only where a loss is taken.
+    keep = labels != -100
+    return torch.nn.functional.cross_entropy(model.lm_head(hidden[keep]), labels[keep])
+
+
+def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: int = 1):
     """Trains the model with torch on the CPU; returns (model, config, final loss)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -487,14 +541,16 @@ def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: 
     torch.manual_seed(spec.seed)
     torch.set_num_threads(threads)
     generator = ConversationGenerator(dialect.name, spec.seed)
-    needed = spec.steps * spec.batch_size
     encoded: list[Encoded] = []
-    while len(encoded) < needed:
+    while len(encoded) < spec.steps * spec.batch_size * 1.1:  # spare: batches are formed per prefix
         item = encode(tokenizer, dialect, generator.conversation())
         if len(item.ids) <= spec.max_tokens:
             encoded.append(item)
+    singles = [encode(tokenizer, dialect, generator.single())
+               for _ in range(int(spec.steps * spec.single_batch_size * 1.3))]
     lengths = sorted(len(item.ids) for item in encoded)
-    log(f"{len(encoded)} conversations, tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}")
+    log(f"{len(encoded)} conversations, tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}; "
+        f"{len(singles)} single requests")
 
     config = dict(TOOL_MODEL_CONFIG)
     config["vocab_size"] = len(tokenizer)
@@ -515,27 +571,23 @@ def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: 
 
     pad = tokenizer.pad_token_id
     batches = _batches(encoded, spec.batch_size, spec.steps, random.Random(spec.seed))
+    single_batches = _batches(singles, spec.single_batch_size, spec.steps, random.Random(spec.seed + 1))
     recent: list[float] = []
     started = time.perf_counter()
-    for step, batch in enumerate(batches):
-        width = max(len(item.ids) for item in batch)
-        ids = torch.tensor([item.ids + [pad] * (width - len(item.ids)) for item in batch])
-        labels = torch.tensor([item.labels + [-100] * (width - len(item.labels)) for item in batch])
+    for step, (prefix, batch) in enumerate(batches):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        # Right padding under a causal mask cannot affect real tokens; logits only where a loss is taken.
-        hidden = model.model(input_ids=ids).last_hidden_state
-        keep = labels != -100
-        logits = model.lm_head(hidden[keep])
-        loss = torch.nn.functional.cross_entropy(logits, labels[keep])
         optimizer.zero_grad(set_to_none=True)
+        loss = _loss(model, prefix, batch, pad)
         loss.backward()
+        if step < len(single_batches):
+            _loss(model, *single_batches[step], pad).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         recent = (recent + [loss.item()])[-20:]
         if step % 20 == 0 or step == len(batches) - 1:
             elapsed = time.perf_counter() - started
-            log(f"step {step + 1}/{len(batches)} loss {loss.item():.4f} (mean of last 20: "
+            log(f"step {step + 1}/{len(batches)} loss {loss.item():.4f} (conversations, mean of last 20: "
                 f"{sum(recent) / len(recent):.4f}) {elapsed:.0f}s")
     model.eval()
     return model, config, sum(recent) / len(recent)
@@ -612,7 +664,7 @@ def evaluate(model, tokenizer, dialect: Dialect, seed: int, conversations: int =
 
 
 def build_tool_model(dialect: str, out_dir: Path, seed: int | None = None, steps: int | None = None,
-                     log=print, threads: int = 2) -> Path:
+                     log=print, threads: int = 1) -> Path:
     """Generates the data, trains, evaluates and writes one tool-call model folder."""
     import torch
     import transformers
@@ -636,10 +688,12 @@ def build_tool_model(dialect: str, out_dir: Path, seed: int | None = None, steps
         "seed": spec.seed,
         "steps": spec.steps,
         "batch_size": spec.batch_size,
+        "single_batch_size": spec.single_batch_size,
         "learning_rate": spec.learning_rate,
+        "layers": TOOL_MODEL_CONFIG["num_hidden_layers"],
         "final_loss": round(final_loss, 4),
         "held_out_accuracy": report["accuracy"],
-        "trained_with": f"torch {torch.__version__} (CPU), transformers {transformers.__version__}",
+        "trained_with": f"torch {torch.__version__} (CPU, {threads} thread(s)), transformers {transformers.__version__}",
     }
     return export(model, config, tokenizer, out_dir, record)
 
@@ -650,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default: the committed model folder)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (the committed models were trained with 1: results can differ with more)")
     args = parser.parse_args(argv)
     dialects = list(DIALECTS) if args.dialect == "all" else [args.dialect]
     for dialect in dialects:
