@@ -77,16 +77,7 @@ def test_scenario_calls_in_the_dialect_and_plain_answers(name: str) -> None:
             assert not calls and content, where
 
 
-# The Hermes model names the right tool and file but not always its folder (it wrote
-# tests/app.py for src/app.py after 1,600 steps): copying arbitrary paths needs more training.
-ARGUMENT_GAPS = {"tools-hermes": "the Hermes model does not yet copy every path exactly"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=ARGUMENT_GAPS[name]))
-    if name in ARGUMENT_GAPS else name
-    for name in TOOL_MODELS
-])
+@pytest.mark.parametrize("name", list(TOOL_MODELS))
 def test_scenario_arguments_copied_exactly(name: str) -> None:
     for request, text, _content, calls in _answers(name):
         expect = request.expect
