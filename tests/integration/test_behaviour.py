@@ -70,6 +70,15 @@ def test_legacy_parses_qwen_xml_and_harmony(behaviour_run, scenario):
         assert any(c.startswith(("schema.", "stream.")) for r in played for c in r.checks_failed)
 
 
+@pytest.mark.parametrize("scenario", ["tools-qwen-xml", "tools-harmony"])
+def test_mlx_textgen_returns_qwen_xml_and_harmony_calls_as_plain_text(behaviour_run, scenario):
+    """With tool_choice auto the model's call comes back as content, finish_reason stop."""
+    for variant in ("stream,tool_choice=auto", "no-stream,tool_choice=auto"):
+        first = rows(behaviour_run, "mlx-textgen", scenario, variant)[0]
+        assert first.tool_calls == [] and first.finish_reason == "stop", variant
+        assert {"tool.raw_markup_in_content", "tool.calls_missing"} <= set(first.checks_failed), variant
+
+
 def test_report_has_a_behaviour_table_and_a_verdict(behaviour_run):
     markdown = build_report(behaviour_run)["summary_md"].read_text()
     assert "stream.empty" in markdown
