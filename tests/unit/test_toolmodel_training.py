@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from harness.dialects import DIALECTS
+from harness.toolcalls import parse_arguments
 from harness.toolmodels import (
     NAMES,
     ROOT_FILES,
@@ -28,11 +29,6 @@ from harness.toolmodels import (
 )
 
 
-def _arguments(call: dict) -> dict:
-    arguments = call["function"]["arguments"]
-    return json.loads(arguments) if isinstance(arguments, str) else arguments
-
-
 @pytest.mark.parametrize("dialect", list(DIALECTS))
 def test_single_requests_ask_for_the_arguments_of_their_call(dialect: str) -> None:
     generator = ConversationGenerator(dialect, seed=5)
@@ -44,10 +40,10 @@ def test_single_requests_ask_for_the_arguments_of_their_call(dialect: str) -> No
         if dialect == "harmony":  # one call per turn there
             assert len(answer["tool_calls"]) == 1
         for call in answer["tool_calls"]:
-            for value in _arguments(call).values():
+            arguments = parse_arguments(call["function"]["arguments"])
+            for value in arguments.values():
                 assert value in user["content"], (user["content"], call)
-        for call in answer["tool_calls"]:
-            path = _arguments(call).get("file_path")
+            path = arguments.get("file_path")
             made_up += bool(path) and path not in ROOT_FILES and PurePosixPath(path).stem.removeprefix("test_") not in NAMES
     assert made_up > 30  # names from no list: the model has to copy them, not recall them
 
