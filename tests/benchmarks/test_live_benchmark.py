@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.gate import failed, verdict_line
-from harness.pytest_plugin import benchmark_figures
+from harness.verdicts.gate import failed, verdict_line
+from harness.cli.pytest_plugin import benchmark_figures
 
 pytestmark = pytest.mark.live_benchmark
 

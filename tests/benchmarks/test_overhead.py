@@ -22,10 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import cachefiles, conformance
-from harness.replay import ReplayLimits, TokenCounter, send
-from harness.results import ResultRow
-from harness.scenarios import plan_requests, resolve_scenarios
+from harness.capture import cachefiles
+
+from harness.checks import conformance
+from harness.capture.http import ReplayLimits, send
+from harness.models.tokens import TokenCounter
+from harness.core.rows import ResultRow
+from harness.scenario.definition import plan_requests, resolve_scenarios
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STUB = REPO_ROOT / "tests" / "stubs" / "instant_server.py"
@@ -85,7 +88,7 @@ def _bare(client: httpx.Client, url: str, body: dict) -> None:
 
 
 def _harness(client: httpx.Client, url: str, body: dict, request, counter: TokenCounter, cache_dir: Path) -> str:
-    """The per-request work of a run (harness.runner): snapshot, send, checks, count, row."""
+    """The per-request work of a run (harness.run.runner): snapshot, send, checks, count, row."""
     before = cachefiles.snapshot([cache_dir])
     timed = send(client, url, body, ReplayLimits())
     answer = conformance.extract_answer(timed.captured)
@@ -104,7 +107,7 @@ def _harness(client: httpx.Client, url: str, body: dict, request, counter: Token
 @pytest.mark.benchmark(group="harness-overhead")
 @pytest.mark.parametrize("stream", [False, True], ids=["no-stream", "stream"])
 def test_per_request_overhead(benchmark, instant_url, planned, stream, tmp_path):
-    from harness.fixtures import default_model_path
+    from harness.models.builtin import default_model_path
 
     counter = TokenCounter(default_model_path() if default_model_path().is_dir() else None)
     url = instant_url + "/v1/chat/completions"
@@ -138,7 +141,7 @@ def test_per_request_overhead(benchmark, instant_url, planned, stream, tmp_path)
 
 RSS_PROBE = textwrap.dedent("""
     import resource, sys
-    from harness.cli import main
+    from harness.cli.main import main
     code = main(sys.argv[1:])
     print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
     sys.exit(code)

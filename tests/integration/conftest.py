@@ -14,10 +14,11 @@ from typing import Iterator
 import httpx
 import pytest
 
-from harness.fixtures import build_model, default_model_path
+from harness.core.paths import server_programs_dir
+from harness.models.builtin import build_model, default_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LEGACY_SERVER = REPO_ROOT / "servers" / "legacy_server.py"
+LEGACY_SERVER = server_programs_dir() / "legacy_server.py"
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import load_config
-from harness.report import build_report
-from harness.results import read_rows
-from harness.runner import Runner
-from harness.summary import summarize
+from harness.run.config import load_config
+from harness.presentation.report import build_report
+from harness.core.rows import read_rows
+from harness.run.runner import Runner
+from harness.analysis.summary import summarize
 
 pytestmark = pytest.mark.integration
 

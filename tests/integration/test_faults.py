@@ -25,13 +25,16 @@ import httpx
 import pytest
 import yaml
 
-from harness import cli, servers
-from harness.config import RunConfig, ServerOverride
-from harness.errors import ConfigError
-from harness.fixtures import default_model_path, model_checksum
-from harness.results import ResultRow, read_rows
-from harness.runner import Runner
-from harness.servers import ServerProcess, ServerSpec
+from harness.cli import main as cli
+
+from harness.server import process as servers
+from harness.run.config import RunConfig, ServerOverride
+from harness.core.errors import ConfigError
+from harness.models.builtin import default_model_path, model_checksum
+from harness.core.rows import ResultRow, read_rows
+from harness.run.runner import Runner
+from harness.server.process import ServerProcess
+from harness.server.spec import ServerSpec
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-from harness.config import load_config
-from harness.runner import Runner
-from harness.servers import stop_all
+from harness.cli import main as cli
+from harness.run.config import load_config
+from harness.run.runner import Runner
+from harness.server.process import stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ out = "{out}"
 
 [server.legacy-as-new]
 label = "legacy stand-in posing as the new server"
-command = ["{{python}}", "{{repo}}/servers/legacy_server.py", "--model", "{{model}}", "--port", "{{port}}", "--host", "{{host}}"]
+command = ["{{python}}", "{{programs}}/legacy_server.py", "--model", "{{model}}", "--port", "{{port}}", "--host", "{{host}}"]
 ready_path = "/health"
 cache_dirs = ["{{home}}/.anyclaude/kv-cache"]
 env = {{ MLX_KV_CACHE_DIR = "{{home}}/.anyclaude/kv-cache" }}

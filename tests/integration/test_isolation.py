@@ -19,8 +19,8 @@ import psutil
 import pytest
 import yaml
 
-from harness import cli
-from harness.results import read_rows
+from harness.cli import main as cli
+from harness.core.rows import read_rows
 
 pytestmark = pytest.mark.integration
 

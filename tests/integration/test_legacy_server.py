@@ -6,16 +6,16 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from harness.sse import SSEReader
+from harness.capture.sse import SSEReader
+from harness.core.paths import server_programs_dir
 
 pytestmark = pytest.mark.integration
 
-SERVERS_DIR = Path(__file__).resolve().parents[2] / "servers"
+SERVERS_DIR = server_programs_dir()
 
 
 def chat(server, messages, timeout=60.0, **fields) -> httpx.Response:

@@ -13,10 +13,10 @@ import textwrap
 
 import pytest
 
-from harness.config import load_config
-from harness.report import build_report
-from harness.results import read_rows
-from harness.runner import Runner
+from harness.run.config import load_config
+from harness.presentation.report import build_report
+from harness.core.rows import read_rows
+from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_a_custom_command_and_a_remote_base_url_are_servers_too(legacy_server, t
     run_dir = _run(tmp_path, f"""
         [server.my-legacy]
         label = "legacy stand-in under another name"
-        command = ["{{python}}", "{{repo}}/servers/legacy_server.py", "--model", "{{model}}",
+        command = ["{{python}}", "{{programs}}/legacy_server.py", "--model", "{{model}}",
                    "--port", "{{port}}", "--host", "{{host}}", "--no-response-cache"]
         ready_path = "/health"
         cache_dirs = ["{{home}}/kv"]

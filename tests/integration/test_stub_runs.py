@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.report import build_report
-from harness.results import read_rows
-from harness.runner import Runner
+from harness.run.config import load_config
+from harness.presentation.report import build_report
+from harness.core.rows import read_rows
+from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
 

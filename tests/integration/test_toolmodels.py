@@ -13,9 +13,10 @@ import json
 
 import pytest
 
-from harness.dialects import DIALECTS, parse_output
-from harness.scenarios import BUILTIN_SCENARIO_DIR, load_scenario, plan_requests
-from harness.toolmodels import TOOL_MODELS, TOOLS, tool_model_path
+from harness.models.dialects import DIALECTS, parse_output
+from harness.core.paths import builtin_scenarios_dir
+from harness.scenario.definition import load_scenario, plan_requests
+from harness.models.training import TOOL_MODELS, TOOLS, tool_model_path
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def _answers(name: str):
     """(request, generated text, parsed content, parsed calls) for every request of the scenario."""
     spec = TOOL_MODELS[name]
     model, tokenizer = _load(name)
-    scenario = load_scenario(BUILTIN_SCENARIO_DIR / f"{name}.yaml")
+    scenario = load_scenario(builtin_scenarios_dir() / f"{name}.yaml")
     assert scenario.model == name
     requests = plan_requests(scenario)
     assert requests[-1].expect and requests[-1].expect.no_tool_calls
@@ -127,5 +128,5 @@ def test_template_takes_string_or_dict_arguments(name: str) -> None:
 
 
 def test_scenario_tools_file_matches_training_tools() -> None:
-    shipped = json.loads((BUILTIN_SCENARIO_DIR / "tools" / "coding-tools-small.json").read_text())
+    shipped = json.loads((builtin_scenarios_dir() / "tools" / "coding-tools-small.json").read_text())
     assert shipped == TOOLS

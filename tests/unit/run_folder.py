@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.results import ResultRow, ResultWriter
+from harness.core.rows import ResultRow, ResultWriter
 
 
 def write_run(run_dir: Path, rows: list[ResultRow], meta: dict | None) -> Path:

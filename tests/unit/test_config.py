@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.errors import ConfigError
+from harness.run.config import load_config
+from harness.core.errors import ConfigError
 
 
 def test_cli_overrides_file_and_pyproject(tmp_path):
@@ -62,8 +62,9 @@ def test_like_must_name_a_builtin(tmp_path):
 
 def test_run_folder_and_server_home_are_absolute_for_a_relative_out(tmp_path, monkeypatch):
     """A server runs with its HOME as working directory: a relative HOME would nest inside itself."""
-    from harness.runner import prepare_run_dir
-    from harness.servers import ServerProcess, legacy_spec
+    from harness.run.runner import prepare_run_dir
+    from harness.server.process import ServerProcess
+    from harness.server.spec import legacy_spec
 
     monkeypatch.chdir(tmp_path)
     run_dir = prepare_run_dir(Path("reports"), "r1")

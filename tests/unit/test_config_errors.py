@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-from harness.config import load_config
-from harness.errors import ConfigError
-from harness.scenarios import ScenarioError, load_scenario
+from harness.cli import main as cli
+from harness.run.config import load_config
+from harness.core.errors import ConfigError
+from harness.scenario.definition import ScenarioError, load_scenario
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

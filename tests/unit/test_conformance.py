@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness.conformance import Answer, CapturedResponse, ab_compare, extract_answer, run_checks
-from harness.results import ResultRow
-from harness.scenarios import ExpectedCall, Expect, PlannedRequest
-from harness.sse import SSEReader
+from harness.capture.http import CapturedResponse
+from harness.checks.conformance import Answer, ab_compare, extract_answer, run_checks
+from harness.core.rows import ResultRow
+from harness.scenario.definition import ExpectedCall, Expect, PlannedRequest
+from harness.capture.sse import SSEReader
 
 TOOLS = [
     {
@@ -438,9 +439,10 @@ def test_ab_rows_with_errors():
 
 def test_done_without_its_blank_line_is_a_note_not_a_failure():
     """MLX-Textgen 0.2.1 ends its streams with `data: [DONE]` and no blank line."""
-    from harness.conformance import CapturedResponse, extract_answer, run_checks
-    from harness.scenarios import PlannedRequest
-    from harness.sse import SSEReader
+    from harness.capture.http import CapturedResponse
+    from harness.checks.conformance import extract_answer, run_checks
+    from harness.scenario.definition import PlannedRequest
+    from harness.capture.sse import SSEReader
 
     chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
              "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}
@@ -458,8 +460,9 @@ def test_done_without_its_blank_line_is_a_note_not_a_failure():
 
 
 def test_tool_choice_required_demands_a_call_and_lifts_no_tool_calls():
-    from harness.conformance import Answer, CapturedResponse, extract_answer, run_checks
-    from harness.scenarios import Expect, PlannedRequest
+    from harness.capture.http import CapturedResponse
+    from harness.checks.conformance import Answer, extract_answer, run_checks
+    from harness.scenario.definition import Expect, PlannedRequest
 
     body = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
                        "choices": [{"index": 0, "finish_reason": "stop",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "servers"))
+from harness.core.paths import server_programs_dir
+
+sys.path.insert(0, str(server_programs_dir()))
 
 import legacy_server  # noqa: E402
 from legacy_toolparse import (  # noqa: E402

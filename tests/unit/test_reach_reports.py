@@ -9,12 +9,14 @@ import math
 import pandas as pd
 import pytest
 
-from harness.bound import BOUND_FILE, bound_frames, load_bound, row_bounds
-from harness.load import is_concurrent, load_frame, tag_session
-from harness.report import build_report, comparison_frame
-from harness.results import RESULTS_FILE, ResultRow
-from harness.scenarios import plan_requests, resolve_scenarios
-from harness.summary import summarize
+from harness.analysis.bound import bound_frames, load_bound, row_bounds
+from harness.analysis.concurrency import is_concurrent, load_frame
+from harness.core.rows import BOUND_FILE
+from harness.run.concurrent import tag_session
+from harness.presentation.report import build_report, comparison_frame
+from harness.core.rows import RESULTS_FILE, ResultRow
+from harness.scenario.definition import plan_requests, resolve_scenarios
+from harness.analysis.summary import summarize
 
 BOUND = {
     "scenarios": {
@@ -163,8 +165,8 @@ def test_rows_default_to_session_zero_and_no_size():
 
 
 def test_log_lines_of_a_batch_are_counted_once_even_when_the_server_logs_them_twice():
-    from harness.load import count_log_lines
-    from harness.servers import mlx_lm_spec, mlx_textgen_spec
+    from harness.run.concurrent import count_log_lines
+    from harness.server.spec import mlx_lm_spec, mlx_textgen_spec
 
     textgen = mlx_textgen_spec()
     log = "\n".join([

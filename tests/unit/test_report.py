@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.report import build_report, comparison_table_md, console_table, improvement_text
-from harness.results import ResultRow
-from harness.summary import summarize
+from harness.core.formatting import improvement_text
+from harness.presentation.report import build_report, comparison_table_md, console_table
+from harness.core.rows import ResultRow
+from harness.analysis.summary import summarize
 
 import run_folder
 

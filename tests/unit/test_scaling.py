@@ -6,14 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.cli import build_parser
-from harness.config import load_config
-from harness.errors import ConfigError
-from harness.fixtures import build_model, default_model_path
-from harness.replay import TokenCounter
-from harness.results import ResultRow
-from harness.scaling import expand, fit_text, parse_sizes, scale_groups, scale_scenario, split_name
-from harness.scenarios import plan_requests, resolve_scenarios
+from harness.cli.main import build_parser
+from harness.run.config import load_config
+from harness.core.errors import ConfigError
+from harness.models.builtin import build_model, default_model_path
+from harness.models.tokens import TokenCounter
+from harness.core.rows import ResultRow
+from harness.scenario.context_size import expand, fit_text, parse_sizes, scale_groups, scale_scenario, split_name
+from harness.scenario.definition import plan_requests, resolve_scenarios
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,8 @@ def test_scale_groups_works_per_model_group(counter):
 
 
 def test_rows_carry_the_size_and_the_plot_draws_latency_against_it(tmp_path):
-    from harness.plots import latency_vs_context
-    from harness.summary import summarize
+    from harness.presentation.plots import latency_vs_context
+    from harness.analysis.summary import summarize
 
     rows = []
     t = 1000.0

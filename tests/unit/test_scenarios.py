@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenarios import (
+from harness.scenario.definition import (
     ScenarioError,
     builtin_scenarios,
     load_scenario,

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from harness.bound import request_kinds
-from harness.scenarios import ScenarioError, load_scenario, plan_requests, resolve_scenarios
-from harness.warmup import WARMUP_TURN, warmup_request
+from harness.run.bound import request_kinds
+from harness.scenario.definition import ScenarioError, load_scenario, plan_requests, resolve_scenarios
+from harness.scenario.warmup import WARMUP_TURN, warmup_request
 
 
 def _write(tmp_path, body: str):

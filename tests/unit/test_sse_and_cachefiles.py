@@ -1,7 +1,7 @@
 """The SSE reader's framing faults, and disk-cache accounting."""
 
-from harness import cachefiles
-from harness.sse import SSEReader, delta_has_output
+from harness.capture import cachefiles
+from harness.capture.sse import SSEReader, delta_has_output
 
 
 def feed_all(data: bytes, piece: int = 5) -> SSEReader:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results import ResultRow
-from harness.summary import (
+from harness.core.rows import ResultRow
+from harness.analysis.summary import (
     ALL,
     bootstrap_median_ci,
     describe,
@@ -235,8 +235,8 @@ def test_csv_frame(summary, tmp_path):
 
 def test_call_level_checks_cannot_regress_where_the_reference_made_no_call():
     """Legacy without Hermes parsing returns no call: the new server's argument miss is not a regression."""
-    from harness.results import ResultRow
-    from harness.summary import summarize
+    from harness.core.rows import ResultRow
+    from harness.analysis.summary import summarize
 
     def row(server, failed, turn=0):
         return ResultRow(run_id="r", server=server, scenario="tools", variant="no-stream", turn=turn,

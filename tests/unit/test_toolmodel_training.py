@@ -1,4 +1,4 @@
-"""The training data and loss of ``harness.toolmodels``, checked without training a model.
+"""The training data and loss of ``harness.models.training``, checked without training a model.
 
 The committed tool-call models are only as good as their data: single requests must ask for exactly
 the arguments of their call, the loss mask must leave the system prompt and tools out, batches must
@@ -14,9 +14,9 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from harness.dialects import DIALECTS
-from harness.toolcalls import parse_arguments
-from harness.toolmodels import (
+from harness.models.dialects import DIALECTS
+from harness.checks.toolcalls import parse_arguments
+from harness.models.training import (
     NAMES,
     ROOT_FILES,
     TOOL_MODELS,

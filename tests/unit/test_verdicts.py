@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-from harness.claims import (
+from harness.cli import main as cli
+from harness.verdicts.claims import (
     CONFIRMED, NOT_COMPARABLE, NOT_MEASURED, REFUTED, parse_claims_table, parse_ratio, parse_seconds,
     ratio_verdict, read_claims, report_markdown, sentiment, verify_claims,
 )
-from harness.errors import ConfigError
-from harness.gate import evaluate, failed, gate_settings, verdict_line
-from harness.pytest_plugin import benchmark_figures
-from harness.readme_table import END, START, replace_between_markers, update_file
-from harness.results import ResultRow
-from harness.summary import summarize
+from harness.core.errors import ConfigError
+from harness.verdicts.gate import evaluate, failed, gate_settings, verdict_line
+from harness.cli.pytest_plugin import benchmark_figures
+from harness.presentation.readme_table import END, START, replace_between_markers, update_file
+from harness.core.rows import ResultRow
+from harness.analysis.summary import summarize
 
 import run_folder
 

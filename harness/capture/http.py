@@ -1,0 +1,180 @@
+"""Replay: send one planned request over HTTP (streamed or not), time it, and guard against runaways.
+
+Timing is taken on the client side, as a coding agent would see it: ``ttft_s`` is the time to the
+first byte of generated output (text or a tool call), never the role-only first chunk. A stream that
+goes past its budget or repeats one tool call is cut off as ``runaway``; one that stops sending bytes
+for ``idle_timeout_s`` is cut off as ``stalled``. Either way the request becomes a row and the run
+goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from harness.capture.sse import SSEReader, delta_has_output
+
+
+@dataclass
+class CapturedResponse:
+    """What replay captured for one request."""
+
+    stream: bool
+    http_status: int | None
+    body: bytes  # non-stream: the whole body; stream: the raw SSE bytes
+    sse: SSEReader | None = None  # stream only: parsed events + framing faults
+    transport_error: str | None = None  # None when the HTTP exchange completed
+    stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+
+
+@dataclass
+class ReplayLimits:
+    request_timeout_s: float = 300.0   # whole request, streamed or not
+    idle_timeout_s: float = 120.0      # no byte for this long on a stream -> stalled
+    max_events: int = 4096             # SSE events per answer -> runaway
+    max_repeated_tool_calls: int = 8   # the same tool called again and again -> runaway
+    max_markup_repeats: int = 16       # tool-call markup repeated in streamed text -> runaway
+
+
+@dataclass
+class Timed:
+    """What the clock said about one request."""
+
+    captured: CapturedResponse
+    ttft_s: float | None
+    total_s: float
+    first_output_s: float | None   # seconds after start of the first output byte (streams)
+
+
+TOOL_MARKUP = ("<tool_call>", "<function=", "<|channel|>commentary", "[TOOL_REQUEST]")
+
+
+def send(client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits,
+         headers: dict[str, str] | None = None) -> Timed:
+    """Sends one chat-completions request and captures everything needed for the checks."""
+    if body.get("stream"):
+        return _send_stream(client, url, body, limits, headers or {})
+    return _send_plain(client, url, body, limits, headers or {})
+
+
+def _send_plain(client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits,
+                headers: dict[str, str]) -> Timed:
+    started = time.perf_counter()
+    timeout = httpx.Timeout(limits.request_timeout_s, connect=10.0)
+    status: int | None = None
+    data = bytearray()
+    # The body is read as it arrives: httpx's read timeout only bounds the gap between two bytes,
+    # so a server trickling a body forever is cut off here, at the whole-request budget.
+    try:
+        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+            status = response.status_code
+            for chunk in response.iter_bytes():
+                data.extend(chunk)
+                if time.perf_counter() - started > limits.request_timeout_s:
+                    total = time.perf_counter() - started
+                    captured = CapturedResponse(
+                        stream=False, http_status=status, body=bytes(data), sse=None, stop_cause="runaway",
+                        transport_error=f"answer still arriving after {limits.request_timeout_s:g} s "
+                                        f"({len(data)} bytes so far)")
+                    return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
+        total = time.perf_counter() - started
+        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data),
+                                    sse=None, transport_error=None, stop_cause=None)
+        # Nothing arrives before the whole body, so the first token is seen when the body is.
+        return Timed(captured, ttft_s=total, total_s=total, first_output_s=total)
+    except httpx.TimeoutException as exc:
+        total = time.perf_counter() - started
+        error = (f"no answer within {limits.request_timeout_s:g} s ({type(exc).__name__})" if status is None else
+                 f"answer stopped after {len(data)} bytes: no byte for {limits.request_timeout_s:g} s")
+        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data), sse=None,
+                                    transport_error=error, stop_cause="stalled")
+        return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
+    except httpx.HTTPError as exc:
+        total = time.perf_counter() - started
+        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data), sse=None,
+                                    transport_error=_describe(exc), stop_cause=None)
+        return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
+
+
+def _send_stream(client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits,
+                 headers: dict[str, str]) -> Timed:
+    reader = SSEReader()
+    started = time.perf_counter()
+    first_output: float | None = None
+    status: int | None = None
+    transport_error: str | None = None
+    stop_cause: str | None = None
+    call_names: dict[str, int] = {}
+    text_so_far: list[str] = []
+    # The read timeout is the idle timeout: httpx raises when no byte arrives for that long.
+    timeout = httpx.Timeout(limits.idle_timeout_s, connect=10.0)
+    try:
+        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+            status = response.status_code
+            for chunk in response.iter_raw():
+                now = time.perf_counter() - started
+                for event in reader.feed(chunk, now):
+                    if first_output is None and delta_has_output(event.payload):
+                        first_output = event.arrived_s
+                    cause = _runaway_cause(event.payload, call_names, text_so_far, len(reader.events), limits)
+                    if cause:
+                        stop_cause = "runaway"
+                        transport_error = cause
+                        break
+                if stop_cause:
+                    break
+                if now > limits.request_timeout_s:
+                    stop_cause = "runaway"
+                    transport_error = f"stream still running after {limits.request_timeout_s:g} s"
+                    break
+    except httpx.ReadTimeout:
+        stop_cause = "stalled"
+        transport_error = f"no byte for {limits.idle_timeout_s:g} s (stream went silent)"
+    except httpx.TimeoutException as exc:
+        transport_error = _describe(exc)
+        stop_cause = "stalled"
+    except httpx.HTTPError as exc:
+        transport_error = _describe(exc)
+    total = time.perf_counter() - started
+    reader.close(total)
+    captured = CapturedResponse(stream=True, http_status=status, body=bytes(reader.raw), sse=reader,
+                                transport_error=transport_error, stop_cause=stop_cause)
+    return Timed(captured, ttft_s=first_output, total_s=total, first_output_s=first_output)
+
+
+def _runaway_cause(payload: dict[str, Any] | None, call_names: dict[str, int], text_so_far: list[str],
+                   event_count: int, limits: ReplayLimits) -> str | None:
+    if event_count > limits.max_events:
+        return f"more than {limits.max_events} stream events"
+    for choice in (payload or {}).get("choices") or []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for call in delta.get("tool_calls") or []:
+            name = ((call or {}).get("function") or {}).get("name")
+            if name:
+                call_names[name] = call_names.get(name, 0) + 1
+                if call_names[name] > limits.max_repeated_tool_calls:
+                    return f"tool '{name}' called more than {limits.max_repeated_tool_calls} times in one answer"
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            text_so_far.append(content)
+            if any(marker in content for marker in ("<", "[")):
+                joined = "".join(text_so_far)
+                for marker in TOOL_MARKUP:
+                    if joined.count(marker) > limits.max_markup_repeats:
+                        return f"tool-call markup {marker!r} repeated more than {limits.max_markup_repeats} times"
+    return None
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """A short cause for a transport failure (connection refused, reset mid-stream, ...)."""
+    cause = exc.__cause__ or exc.__context__
+    detail = str(exc) or (str(cause) if cause else "")
+    return f"{type(exc).__name__}: {detail}".strip().rstrip(":")[:300]
+
+
+

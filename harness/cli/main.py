@@ -1,0 +1,175 @@
+"""The `harness` command: run a comparison, build the offline model, rebuild a report, and the
+verdict commands (gate, claims, readme). Errors are one paragraph naming the cause and the fix."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.core.errors import HarnessError, Interrupted
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    # The first signal unwinds the run; a second one (Ctrl-C pressed twice) must not cut short the
+    # stopping of the servers, so both are ignored until cmd_run restores the previous handlers.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.run.config import load_config
+    from harness.run.runner import Runner
+    from harness.server.process import stop_all
+
+    overrides: dict[str, Any] = {
+        "servers": _csv(args.servers), "scenarios": _csv(args.scenarios), "model": args.model,
+        "out": args.out, "repeats": args.repeats, "reference": args.reference, "api_key": args.api_key,
+        "context_tokens": args.context_tokens, "concurrency": args.concurrency, "warmup": args.warmup or None,
+        "bound": args.bound,
+    }
+    config = load_config(Path(args.config) if args.config else None, overrides)
+    console = _console()
+
+    def on_row(row) -> None:
+        status = "[red]error[/]" if row.error else ("[yellow]" + ",".join(row.checks_failed[:2]) + "[/]" if row.checks_failed else "[green]ok[/]")
+        total = f"{row.total_s:.2f}s" if row.total_s is not None else "-"
+        variant = row.variant.replace("tool_choice=", "")
+        # soft_wrap: one line per request even on a narrow (or non-tty, 80-column) console.
+        console.print(f"  {row.server:12} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
+                      f"{total:>7}  {status}", soft_wrap=True)
+
+    runner = Runner(config, on_event=lambda message: console.print(f"[bold]>[/] {message}"), on_row=on_row)
+    console.print(f"run folder: {runner.run_dir}")
+    exit_code = 0
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.run()
+    except Interrupted as stop:
+        exit_code = 128 + stop.signum
+        console.print(f"[red]interrupted by signal {stop.signum}[/]: servers stopped, rows so far kept")
+    finally:
+        stop_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _print_report(runner.run_dir)
+    print(runner.run_dir)
+    return exit_code
+
+
+def cmd_build_model(args: argparse.Namespace) -> int:
+    from harness.models.builtin import build_model, default_model_path, model_checksum
+
+    out = Path(args.out) if args.out else default_model_path()
+    existed = (out / "model.safetensors").is_file()
+    path = build_model(out, seed=args.seed, force=args.force)
+    state = "already built" if existed and not args.force else "built"
+    print(f"{path} ({state}, checksum {model_checksum(path)})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run_dir = _existing_run_dir(args.run_dir)
+    _print_report(run_dir)
+    print(run_dir)
+    return 0
+
+
+def _print_report(run_dir: Path) -> None:
+    """Writes every table and plot from the rows, and prints the headline comparison."""
+    from rich.console import Console
+
+    from harness.analysis.run_folder import load_run
+    from harness.presentation.report import build_report, console_table
+
+    build_report(run_dir)
+    summary, meta = load_run(run_dir)
+    Console(highlight=False).print(console_table(summary, meta))
+
+
+def _existing_run_dir(value: str) -> Path:
+    from harness.core.errors import ConfigError
+
+    run_dir = Path(value)
+    if not (run_dir / "results.jsonl").is_file():
+        raise ConfigError(
+            f"{run_dir} is not a run folder (no results.jsonl). Pass a folder written by `harness run`, "
+            "e.g. reports/<run-id>."
+        )
+    return run_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start each server in turn, replay the scenarios, write the report")
+    run.add_argument("--servers", help="comma-separated server names (default: legacy,mlx-textgen)")
+    run.add_argument("--scenarios", help="comma-separated scenario names or YAML paths")
+    run.add_argument("--model", help="a local mlx-lm model folder (default: the built-in offline model)")
+    run.add_argument("--out", help="folder for run folders (default: reports)")
+    run.add_argument("--repeats", type=int, help="replay each scenario N times per server")
+    run.add_argument("--reference", help="the server the others are compared with (default: legacy)")
+    run.add_argument("--config", help="a harness.toml file")
+    run.add_argument("--api-key", help="API key for the servers (or env HARNESS_API_KEY)")
+    run.add_argument("--context-tokens", metavar="N[,N...]",
+                     help="replay each scenario with its system prompt grown or cut to about N tokens, "
+                          "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N")
+    run.add_argument("--concurrency", type=int, help="independent sessions at once against one server")
+    run.add_argument("--warmup", action="store_true", help="send one unmeasured warm-up request per server")
+    run.add_argument("--bound", action="store_true", default=None,
+                     help="after the servers, measure the cache-perfect follow-up cost in-process with "
+                          "mlx-lm (bound.json; about a minute for agent-session on two cores)")
+    run.set_defaults(func=cmd_run)
+
+    build = sub.add_parser("build-model", help="build the built-in offline model (no download)")
+    build.add_argument("--out", help="model folder (default: models/tiny-chat-qwen2)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    build.set_defaults(func=cmd_build_model)
+
+    report = sub.add_parser("report", help="rebuild tables, plots and report.html from a run folder")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    _add_verdict_commands(sub)
+    return parser
+
+
+def _add_verdict_commands(sub: Any) -> None:
+    """gate / claims / readme live in harness.cli.verdict_commands; absent until that module is installed."""
+    try:
+        from harness.cli import verdict_commands as verdicts
+    except ImportError:
+        return
+    register: Callable[[Any], None] | None = getattr(verdicts, "register_commands", None)
+    if register:
+        register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

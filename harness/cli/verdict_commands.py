@@ -1,0 +1,104 @@
+"""Verdicts on a run folder, as `harness` subcommands:
+
+    harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails
+    harness claims README.md --run RUN_DIR          each claim in a README table: confirmed / refuted /
+                                                    not comparable / not measured (harness.verdicts.claims)
+    harness readme RUN_DIR [--update README.md]     the comparison table, written between markers
+                                                    (harness.presentation.readme_table)
+
+All three read only the rows and run.json the run wrote. Bad input (a missing or incomplete run
+folder, a README without a table, a gate naming an unknown metric) is a HarnessError: the CLI prints
+it and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.verdicts.gate import GateResult, failed, gate_run, require_run_dir, verdict_line
+
+
+def load_gate_settings(config_file: str | None = None) -> dict[str, Any]:
+    """The gate section of the project's configuration ([tool.harness.gate] / harness.toml)."""
+    from harness.run.config import load_config
+
+    return load_config(Path(config_file) if config_file else None).gate
+
+
+def run_gate(run_dir: str | Path, config_file: str | None = None,
+             baseline: str | None = None) -> tuple[list[GateResult], str]:
+    """The gate results and the printed text (one line per gate, then the verdict)."""
+    results = gate_run(run_dir, load_gate_settings(config_file), baseline)
+    return results, "\n".join([*(r.line() for r in results), verdict_line(results)])
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    results, text = run_gate(args.run_dir, args.config, args.baseline)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n", encoding="utf-8")
+    print(text)
+    return 1 if failed(results) else 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from harness.verdicts.claims import REFUTED, read_claims, report_markdown, verify_claims
+    from harness.analysis.run_folder import load_run
+
+    table = read_claims(args.readme)
+    run_dir = require_run_dir(args.run)
+    summary, meta = load_run(run_dir)
+    report = verify_claims(table, summary, meta, reference=args.reference, server=args.server,
+                           scenario=args.scenario, tolerance=args.tolerance)
+    if args.json:
+        Path(args.json).write_text(json.dumps([v.as_dict() for v in report.verdicts], indent=2) + "\n",
+                                   encoding="utf-8")
+    print(report_markdown(report))
+    return 1 if args.strict and any(v.verdict == REFUTED for v in report.verdicts) else 0
+
+
+def cmd_readme(args: argparse.Namespace) -> int:
+    from harness.presentation.readme_table import render, update_file
+
+    run_dir = require_run_dir(args.run_dir)
+    block = render(run_dir)
+    if not args.update:
+        print(block)
+        return 0
+    changed = update_file(Path(args.update), block)
+    print(f"{args.update}: comparison table {'updated' if changed else 'already up to date'} "
+          f"(from {run_dir})")
+    return 0
+
+
+def register_commands(sub: Any) -> None:
+    """Adds gate, claims and readme to the `harness` command's subparsers."""
+    from harness.verdicts.claims import TOLERANCE
+
+    gate = sub.add_parser("gate", help="apply the CI thresholds of [tool.harness.gate] to a run; exit 1 on a failure")
+    gate.add_argument("run_dir")
+    gate.add_argument("--config", help="a harness.toml file (default: pyproject.toml / harness.toml here)")
+    gate.add_argument("--baseline", help="a saved run folder: no ratio may fall below it by more than "
+                                         "max_baseline_regression_pct")
+    gate.add_argument("--json", metavar="FILE", help="also write the gate results as JSON")
+    gate.set_defaults(func=cmd_gate)
+
+    claims = sub.add_parser("claims", help="verdict each claim of a README comparison table against a run")
+    claims.add_argument("readme", help="markdown file with a | Metric | old | new | Improvement | table")
+    claims.add_argument("--run", required=True, help="the run folder to check the claims against")
+    claims.add_argument("--reference", help="run server standing for the table's old-server column")
+    claims.add_argument("--server", help="run server standing for the table's new-server column")
+    claims.add_argument("--scenario", help="scenario whose latencies are compared (default: the headline)")
+    claims.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help=f"a claimed N x is confirmed from N/TOLERANCE measured (default {TOLERANCE:g})")
+    claims.add_argument("--strict", action="store_true", help="exit 1 when a claim is refuted")
+    claims.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
+    claims.set_defaults(func=cmd_claims)
+
+    readme = sub.add_parser("readme", help="render the comparison table of a run; --update writes it into a file")
+    readme.add_argument("run_dir")
+    readme.add_argument("--update", metavar="FILE", help="replace the table between the "
+                        "<!-- harness:comparison:start/end --> markers in FILE")
+    readme.set_defaults(func=cmd_readme)

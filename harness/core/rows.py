@@ -1,0 +1,131 @@
+"""The result row: one per request, appended to results.jsonl and flushed as it is written.
+
+Every later stage (tables, plots, verdicts, gates, claims) reads these rows and nothing else, so a
+partial or interrupted run can still be reported on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# "side": a short request sent alone, outside the main conversation (a scenario turn with side: true).
+RequestKind = Literal["first", "first-warm", "follow-up", "restart", "warmup", "side"]
+
+# "first-warm": the first request of a conversation sent to a server that has already served another
+# mode of the same scenario, so its prefix may be cached; kept out of first-request statistics.
+
+# The files of a run folder that later stages read back.
+RESULTS_FILE = "results.jsonl"  # one ResultRow per line
+RUN_FILE = "run.json"  # config, versions, models, quirks, shims, server sessions, notes
+BOUND_FILE = "bound.json"  # the cache-perfect bound (--bound)
+
+
+class ResultRow(BaseModel):
+    """What one request did. Failures are rows (``error`` set), never exceptions that end the run."""
+
+    run_id: str
+    server: str
+    scenario: str
+    repeat: int = 0
+    # Which of the --concurrency N simultaneous copies of the scenario this request belongs to.
+    session: int = 0
+    # The size (in tokens) the system prompt was grown or cut to with --context-tokens; None: as written.
+    context_tokens: int | None = None
+    # How the scenario was played, e.g. "stream" / "no-stream" plus "tool_choice=required": one
+    # scenario can be replayed in several modes and rows of different variants are never compared.
+    variant: str = ""
+    model: str | None = None
+    tool_choice: str | None = None
+    turn: int
+    request_kind: RequestKind
+    stream: bool
+    started_at: float
+    # Time to the first content or tool-call byte (not the role-only chunk); for a non-streamed
+    # request it equals total_s because nothing arrives before the whole body.
+    ttft_s: float | None = None
+    total_s: float | None = None
+    http_status: int | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # Where the token counts came from: "usage" (server-reported) or "counted" (our tokenizer).
+    tokens_source: str | None = None
+    decode_tok_s: float | None = None
+    cached_tokens: int | None = None
+    # Cache reuse the server reported for this request (log line or usage); None when unknown.
+    cache_reused: bool | None = None
+    cache_files_new: int = 0
+    cache_bytes_new: int = 0
+    cache_bytes_total: int = 0
+    cache_files: list[str] = Field(default_factory=list)
+    content: str | None = None
+    content_sha: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    checks_failed: list[str] = Field(default_factory=list)
+    check_evidence: dict[str, str] = Field(default_factory=dict)
+    check_notes: list[str] = Field(default_factory=list)
+    ab_diff: str | None = None
+    ab_detail: str | None = None
+    stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+
+
+class ResultWriter:
+    """Appends rows to results.jsonl, flushing each one, so nothing measured is lost on a crash."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, row: ResultRow) -> None:
+        self._file.write(row.model_dump_json() + "\n")
+        self._file.flush()
+
+    def sync(self) -> None:
+        """Forces rows to disk (called at the end of each scenario)."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_rows(path: Path) -> list[ResultRow]:
+    """Reads every complete row; a torn last line (the run was killed mid-write) is skipped."""
+    rows: list[ResultRow] = []
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(ResultRow.model_validate(json.loads(line)))
+            except (json.JSONDecodeError, ValueError):
+                continue
+    return rows
+
+
+def rows_frame(rows: list[ResultRow]):  # -> pandas.DataFrame
+    """The rows as a DataFrame (pandas imported lazily: the CLI's hot path does not need it)."""
+    import pandas as pd
+
+    columns = list(ResultRow.model_fields)
+    return pd.DataFrame([row.model_dump() for row in rows], columns=columns)

@@ -1,0 +1,72 @@
+"""Report sections that exist only for some runs: the cache-perfect bound (``--bound``) and the load
+table (``--concurrency``). Each returns report blocks, or nothing when the run has no such data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.analysis.bound import bound_frames, load_bound
+from harness.analysis.concurrency import load_frame
+from harness.analysis.summary import Summary
+from harness.core.formatting import fmt_value
+
+
+def bound_blocks(summary: Summary, run_dir: Path) -> list[tuple]:
+    """The report's "Cache-perfect bound" section; empty when the run has no bound.json."""
+    bound = load_bound(run_dir)
+    if bound is None:
+        return []
+    follow, first = bound_frames(summary, bound)
+    text = ("Measured in-process with mlx-lm on the same model and prompts: prefill of only the tokens a "
+            "follow-up adds to the previous request (its KV cache kept), plus decoding as many tokens as the "
+            "server produced. 1x is a perfect prefix cache with no server overhead; a cache that misses "
+            "pays the full prefill.")
+    skipped = sorted({s["why"] for e in bound["scenarios"].values() for s in e.get("skipped", [])})
+    blocks: list[tuple] = [("h2", "Cache-perfect bound"), ("p", text), ("table", follow)]
+    if not first.empty:
+        blocks += [("p", "First request: the full prefill in-process, and what saving the KV cache of that prompt "
+                         "costs (MLX-Textgen writes such a file after each request)."), ("table", first)]
+    if skipped:
+        blocks.append(("p", "Not measured: " + "; ".join(skipped) + "."))
+    return blocks
+
+
+QUEUEING_NOTE = (
+    "Both MLX servers (MLX-Textgen and mlx_lm.server) generate for one request at a time: with N "
+    "sessions at once, requests wait in a queue, which shows as time to first token growing from the "
+    "first session served to the last while throughput stays about what one session gets."
+)
+
+
+CACHE_NOTE = (
+    "Cache files under concurrency are counted per batch of sessions: each row's new files are those "
+    "that appeared around its completion, not necessarily its own; the batch totals are exact."
+)
+
+
+def load_blocks(frame: pd.DataFrame, servers: list[str], run_meta: dict[str, Any]) -> list[tuple]:
+    """The report's "Load" section (empty when the run was not concurrent)."""
+    table = load_frame(frame, servers)
+    if table.empty:
+        return []
+    shown = table.copy()
+    for column in ("p50 total", "p90 total", "p50 TTFT", "p90 TTFT"):
+        shown[column] = shown[column].map(fmt_value)
+    shown["First-request TTFT (min – max)"] = shown["First-request TTFT (min – max)"].map(
+        lambda span: "–" if span is None else f"{fmt_value(span[0])} – {fmt_value(span[1])}")
+    shown["Requests/s"] = shown["Requests/s"].map(lambda v: fmt_value(v, "req/s"))
+    shown["Tokens/s"] = shown["Tokens/s"].map(lambda v: fmt_value(v, "tok/s"))
+    sessions = int(table["Sessions"].max())
+    notes = [QUEUEING_NOTE, CACHE_NOTE]
+    batches = run_meta.get("concurrency_batches") or []
+    if any(b.get("restart_after_ignored") for b in batches):
+        notes.append("restart_after turns were ignored: a restart would cut every other session off.")
+    for b in batches:
+        if b.get("log_reuse_lines") is not None:
+            notes.append(f"{b['server']} · {b['scenario']} (repeat {b['repeat']}): cache reuse logged "
+                         f"{b['log_reuse_lines']} times, no suitable cache {b.get('log_miss_lines') or 0} times, "
+                         f"over {b['requests']} requests")
+    return [("h2", f"Load ({sessions} sessions at once)"), ("table", shown), ("ul", notes)]

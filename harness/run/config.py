@@ -1,0 +1,191 @@
+"""RunConfig: what to compare, on which model, how often, where to write. Read from
+``[tool.harness]`` in pyproject.toml, then ``harness.toml`` (or ``--config FILE``), then the CLI.
+
+    [tool.harness]                      # or top level of harness.toml
+    servers = ["legacy", "mlx-textgen"]
+    scenarios = ["agent-session", "short-chat"]
+    reference = "legacy"
+    repeats = 1
+    warmup = false                      # one unmeasured request after each server start
+    context_tokens = [1000, 2000, 4000] # replay scenarios with their system prompt at these sizes
+    concurrency = 1                     # sessions at once against one server
+    bound = false                       # measure the cache-perfect bound (bound.json) after the servers
+    [tool.harness.server.legacy.quirks] # legacy quirk switches (defaults as the original)
+    max_tokens_ignored = false
+    [tool.harness.server.mlx-textgen]   # extra arguments for MLX-Textgen (e.g. one cache slot)
+    extra_args = ["--max-capacity", "1"]
+    [tool.harness.server.my-legacy]     # any command line as a server
+    command = ["/path/venv/bin/python", "vllm-mlx-server.py", "--model", "{model}", "--port", "{port}"]
+    ready_path = "/health"
+    [tool.harness.server.fleet]         # an already-running server: no start/stop, cache files not observable
+    base_url = "http://127.0.0.1:8000"
+    request_model = "Qwen/Qwen2.5-7B-Instruct"  # the `model` to send, when not the first id of /v1/models
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.core.errors import ConfigError
+from harness.server.spec import BUILTIN_SERVERS, ServerSpec, legacy_spec
+
+DEFAULT_SERVERS = ["legacy", "mlx-textgen"]
+DEFAULT_SCENARIOS = ["agent-session", "short-chat", "tools-hermes"]
+API_KEY_ENV = "HARNESS_API_KEY"
+
+
+class ServerOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = None
+    command: list[str] | None = None
+    ready_path: str | None = None
+    cache_dirs: list[str] | None = None
+    env: dict[str, str] | None = None
+    base_url: str | None = None
+    ready_timeout_s: float | None = None
+    quirks: dict[str, bool] | None = None
+    extra_args: list[str] | None = None
+    request_model: str | None = None
+    # Start from a built-in server's spec under another name, e.g. the legacy stand-in with one
+    # quirk switched, so both settings can be compared in one run.
+    like: str | None = None
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    servers: list[str] = Field(default_factory=lambda: list(DEFAULT_SERVERS))
+    scenarios: list[str] = Field(default_factory=lambda: list(DEFAULT_SCENARIOS))
+    reference: str = "legacy"
+    model: str | None = None
+    repeats: int = Field(default=1, ge=1)
+    out: str = "reports"
+    warmup: bool = False
+    # System-prompt sizes to replay each scenario at ("1000,2000" on the CLI, a list in TOML).
+    context_tokens: list[int] | None = None
+    concurrency: int = Field(default=1, ge=1)
+    # Measure the in-process cache-perfect bound (harness.run.bound) after the servers: opt-in, since on
+    # agent-session alone it costs about a minute on two cores.
+    bound: bool = False
+    ready_timeout_s: float = 180.0
+    request_timeout_s: float = 300.0
+    idle_timeout_s: float = 120.0
+    api_key: str | None = None
+    server: dict[str, ServerOverride] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("context_tokens", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> list[int] | None:
+        from harness.scenario.context_size import parse_sizes
+
+        return parse_sizes(value)
+
+    def public_dump(self) -> dict[str, Any]:
+        """The config as recorded in run.json: the API key never leaves memory."""
+        data = self.model_dump()
+        if data.get("api_key"):
+            data["api_key"] = "***"
+        return data
+
+    def server_specs(self) -> list[ServerSpec]:
+        specs = []
+        for name in self.servers:
+            override = self.server.get(name)
+            base = name if name in BUILTIN_SERVERS else (override.like if override else None)
+            if override and override.like and override.like not in BUILTIN_SERVERS:
+                raise ConfigError(
+                    f"[tool.harness.server.{name}] like = '{override.like}' is not a built-in server; "
+                    f"use one of {', '.join(BUILTIN_SERVERS)}."
+                )
+            if base in BUILTIN_SERVERS:
+                if base == "legacy":
+                    spec = legacy_spec(override.quirks if override else None)
+                elif base == "mlx-textgen":
+                    spec = BUILTIN_SERVERS[base](override.extra_args if override else None)
+                else:
+                    spec = BUILTIN_SERVERS[base]()
+                if base != name:
+                    switched = [k for k, v in spec.quirks.items() if v != legacy_spec().quirks.get(k, v)]
+                    spec.name = name
+                    spec.label = f"{spec.label} ({', '.join(f'{k}={spec.quirks[k]}' for k in switched)})" if switched else name
+            elif override and (override.command or override.base_url):
+                spec = ServerSpec(name=name, label=override.label or name, command=override.command or [])
+            else:
+                raise ConfigError(
+                    f"unknown server '{name}'. Built-in servers: {', '.join(BUILTIN_SERVERS)}; or define "
+                    f"[tool.harness.server.{name}] with a `command` (argument list) or a `base_url`."
+                )
+            if override:
+                for field_name in ("label", "command", "ready_path", "cache_dirs", "env", "base_url", "ready_timeout_s",
+                                   "request_model"):
+                    value = getattr(override, field_name)
+                    if value is not None:
+                        setattr(spec, field_name, value)
+            if override is None or override.ready_timeout_s is None:
+                spec.ready_timeout_s = self.ready_timeout_s
+            spec.api_key = self.api_key
+            specs.append(spec)
+        if self.reference not in self.servers:
+            raise ConfigError(
+                f"reference server '{self.reference}' is not among the servers compared ({', '.join(self.servers)}). "
+                "Pass --reference NAME or add it to --servers."
+            )
+        return specs
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax at the position given.") from exc
+
+
+def load_config(config_file: Path | None = None, overrides: dict[str, Any] | None = None,
+                project_dir: Path | None = None) -> RunConfig:
+    """Merges pyproject's [tool.harness], the config file and CLI overrides (later wins)."""
+    project_dir = project_dir or Path.cwd()
+    data: dict[str, Any] = {}
+    sources: list[str] = []
+    pyproject = project_dir / "pyproject.toml"
+    if pyproject.is_file():
+        section = _read_toml(pyproject).get("tool", {}).get("harness", {})
+        if section:
+            data.update(section)
+            sources.append(f"{pyproject} [tool.harness]")
+    file = config_file or (project_dir / "harness.toml" if (project_dir / "harness.toml").is_file() else None)
+    if file is not None:
+        file = Path(file)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} not found. Pass an existing file to --config.")
+        _deep_merge(data, _read_toml(file))
+        sources.append(str(file))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    data.setdefault("api_key", os.environ.get(API_KEY_ENV))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
+            "See the field list at the top of harness/config.py."
+        ) from None
+
+
+def _deep_merge(into: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value

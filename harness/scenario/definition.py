@@ -1,0 +1,450 @@
+"""Scenarios: multi-turn conversations loaded from YAML, validated, and expanded into requests.
+
+A scenario file looks like::
+
+    name: agent-session
+    system: {file: prompts/agent-system.md}    # or a plain string
+    tools: tools/agent-tools.json               # a JSON list of OpenAI tool schemas (optional)
+    params: {max_tokens: 32, temperature: 0}    # sampling params sent with every request
+    stream: true                                # default for every turn
+    turns:
+      - user: "Read src/app.py"
+        reply: {tool_calls: [{name: Read, arguments: {file_path: src/app.py}}]}
+        expect: {tool_calls: [{name: Read}], finish_reason: tool_calls}
+      - tool_results: ["<file text>"]           # answers the previous reply's calls, in order
+        reply: {content: "The app defines ..."}
+      - side: true                              # a side request: sent alone, no tools, not in history
+        system: "Write a title of at most five words."
+        user: "Read src/app.py"
+
+Each turn is one request. The scripted ``reply`` (never the server's own answer) is appended to the
+history afterwards, so every server sees byte-identical prefixes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.core.errors import HarnessError
+from harness.core.paths import builtin_scenarios_dir
+
+
+class ScenarioError(HarnessError):
+    """A scenario file is missing or invalid; the message names the file, line, field and fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolCallSpec(_Strict):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+
+
+class Reply(_Strict):
+    """A scripted assistant message: text or tool calls, never both (MLX-Textgen rejects both)."""
+
+    content: str | None = None
+    tool_calls: list[ToolCallSpec] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Reply:
+        if (self.content is None) == (not self.tool_calls):
+            raise ValueError("a reply needs exactly one of 'content' or 'tool_calls'")
+        return self
+
+
+class ExpectedCall(_Strict):
+    name: str
+    # A subset match: every key given here must be present with this value.
+    arguments: dict[str, Any] | None = None
+
+
+class Expect(_Strict):
+    tool_calls: list[ExpectedCall] | None = None
+    no_tool_calls: bool = False
+    content_contains: str | None = None
+    finish_reason: str | None = None
+
+
+class Turn(_Strict):
+    user: str | None = None
+    tool_results: list[str] | None = None
+    reply: Reply | None = None
+    expect: Expect | None = None
+    stream: bool | None = None
+    tool_choice: str | None = None
+    # Stop the server after this request and start it again on the same cache dirs (restart case).
+    restart_after: bool = False
+    # A side request: sent alone as its own short conversation (``system`` if given, then ``user``),
+    # without tools, and never appended to the main history (like a coding agent's title request).
+    side: bool = False
+    system: str | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> Turn:
+        if (self.user is None) == (self.tool_results is None):
+            raise ValueError("a turn needs exactly one of 'user' or 'tool_results'")
+        if self.side and self.user is None:
+            raise ValueError("a side turn (side: true) needs 'user', not 'tool_results'")
+        if self.system is not None and not self.side:
+            raise ValueError("'system' is only allowed on a side turn (side: true)")
+        return self
+
+
+class Variant(_Strict):
+    """One way to play a scenario; ``None`` keeps the scenario's own setting."""
+
+    stream: bool | None = None
+    tool_choice: str | None = None
+
+    def label(self, scenario: Scenario) -> str:
+        stream = self.stream if self.stream is not None else scenario.stream
+        parts = ["stream" if stream else "no-stream"]
+        choice = self.tool_choice or scenario.tool_choice
+        if choice:
+            parts.append(f"tool_choice={choice}")
+        return ",".join(parts)
+
+
+class TextOrFile(_Strict):
+    file: str | None = None
+    text: str | None = None
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    system: str | TextOrFile | None = None
+    tools: str | list[dict[str, Any]] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    stream: bool = False
+    tool_choice: str | None = None
+    # A per-request header line placed at the top of the system prompt that changes every request
+    # (like a coding agent's billing tag): it defeats every prefix cache, on purpose.
+    cache_bust_header: bool = False
+    # A built-in model this scenario needs (e.g. one trained to emit a tool-call dialect); used when
+    # the run is on the default built-in model, ignored when the user passes --model.
+    model: str | None = None
+    # Modes to replay the whole scenario in (e.g. streamed and not, tool_choice auto and required);
+    # empty means once, as the scenario says.
+    variants: list[Variant] = Field(default_factory=list)
+    turns: list[Turn] = Field(min_length=1)
+
+    # Resolved at load time (not part of the YAML).
+    source: str = ""
+    system_text: str = ""
+    tool_schemas: list[dict[str, Any]] = Field(default_factory=list)
+    # Set by harness.scenario.context_size when the system prompt was grown or cut to about this many tokens.
+    context_tokens: int | None = None
+
+    def play_modes(self) -> list[Variant]:
+        return self.variants or [Variant()]
+
+
+@dataclass
+class PlannedRequest:
+    """One request of a scenario, with the full message history before it."""
+
+    scenario: str
+    turn: int
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    params: dict[str, Any]
+    stream: bool
+    tool_choice: str | None
+    expect: Expect | None
+    restart_after: bool = False
+    side: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self, model_id: str) -> dict[str, Any]:
+        """The JSON body of the chat-completions request."""
+        body: dict[str, Any] = {"model": model_id, "messages": self.messages, "stream": self.stream}
+        body.update(self.params)
+        if self.tools:
+            body["tools"] = self.tools
+            if self.tool_choice:
+                body["tool_choice"] = self.tool_choice
+        return body
+
+
+def _yaml_line(source_text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line (1-based) of the YAML node at a pydantic error location, for error messages."""
+    try:
+        node = yaml.compose(source_text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _yaml_field_at(source_text: str, index: int) -> str | None:
+    """The dotted field whose value starts at ``index`` (e.g. a refused tag), if the YAML composes."""
+    try:
+        root = yaml.compose(source_text, Loader=yaml.SafeLoader)  # composing builds no objects
+    except yaml.YAMLError:
+        return None
+
+    def walk(node: Any, path: list[str]) -> list[str] | None:
+        if path and node.start_mark.index == index:
+            return path
+        children = []
+        if isinstance(node, yaml.MappingNode):
+            children = [(str(key.value), value) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(str(i), value) for i, value in enumerate(node.value)]
+        for name, child in children:
+            found = walk(child, path + [name])
+            if found:
+                return found
+        return None
+
+    found = walk(root, []) if root is not None else None
+    return ".".join(found) if found else None
+
+
+def _format_yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(position unknown)"
+    field_name = _yaml_field_at(text, mark.index) if mark else None
+    if field_name:
+        where += f", field '{field_name}'"
+    detail = f"{context}: {problem}" if context else problem
+    fix = "Fix the YAML syntax there."
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        fix = "Scenario files are plain data: remove the tag (YAML tags that build Python objects are refused)."
+    return f"{path}: {where}: not valid YAML: {detail}. {fix}"
+
+
+def _format_validation_error(path: Path, text: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid scenario."]
+    for item in err.errors():
+        loc = tuple(part for part in item["loc"] if not str(part).startswith("function-after"))
+        field_name = ".".join(str(part) for part in loc) or "(top level)"
+        line = _yaml_line(text, loc)
+        where = f"line {line}, " if line else ""
+        lines.append(f"  {where}field '{field_name}': {item['msg']}")
+    lines.append("  Fix the field(s) above; the format is described at the top of harness/scenarios.py.")
+    return "\n".join(lines)
+
+
+def _tool_names(schemas: list[dict[str, Any]]) -> list[str]:
+    return [schema.get("function", {}).get("name", "") for schema in schemas]
+
+
+def _validate_tools(path: Path, schemas: Any) -> list[dict[str, Any]]:
+    if not isinstance(schemas, list):
+        raise ScenarioError(f"{path}: field 'tools' must be a JSON list of tool schemas.")
+    for index, schema in enumerate(schemas):
+        function = schema.get("function") if isinstance(schema, dict) else None
+        if (
+            not isinstance(schema, dict)
+            or schema.get("type") != "function"
+            or not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("parameters", {}), dict)
+        ):
+            raise ScenarioError(
+                f"{path}: tools[{index}] is not a valid tool schema. Each entry must be "
+                '{"type": "function", "function": {"name": STR, "description": STR, "parameters": {JSON schema}}}.'
+            )
+    return schemas
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Loads and validates one scenario file; every error names the file and the field to fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: scenario file not found.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)  # plain data only: tags that build Python objects are refused
+    except yaml.YAMLError as exc:
+        raise ScenarioError(_format_yaml_error(path, text, exc)) from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a scenario must be a YAML mapping with 'name' and 'turns'.")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_format_validation_error(path, text, exc)) from None
+    scenario.source = str(path)
+
+    base = path.parent
+    if isinstance(scenario.system, TextOrFile):
+        if scenario.system.file:
+            system_path = base / scenario.system.file
+            if not system_path.is_file():
+                raise ScenarioError(f"{path}: field 'system.file': {system_path} does not exist.")
+            scenario.system_text = system_path.read_text(encoding="utf-8")
+        else:
+            scenario.system_text = scenario.system.text or ""
+    elif isinstance(scenario.system, str):
+        scenario.system_text = scenario.system
+
+    if isinstance(scenario.tools, str):
+        tools_path = base / scenario.tools
+        if not tools_path.is_file():
+            raise ScenarioError(f"{path}: field 'tools': {tools_path} does not exist.")
+        try:
+            schemas = json.loads(tools_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(f"{tools_path}: not valid JSON ({exc}); referenced from {path}.") from exc
+        scenario.tool_schemas = _validate_tools(tools_path, schemas)
+    elif isinstance(scenario.tools, list):
+        scenario.tool_schemas = _validate_tools(path, scenario.tools)
+
+    _check_turns(path, scenario)
+    return scenario
+
+
+def _check_turns(path: Path, scenario: Scenario) -> None:
+    names = set(_tool_names(scenario.tool_schemas))
+    pending_calls = 0
+    for index, turn in enumerate(scenario.turns):
+        if turn.tool_results is not None and len(turn.tool_results) != pending_calls:
+            raise ScenarioError(
+                f"{path}: turns[{index}].tool_results has {len(turn.tool_results)} result(s) but the "
+                f"previous reply made {pending_calls} tool call(s); give one result per call."
+            )
+        for kind, calls in (
+            ("reply", turn.reply.tool_calls if turn.reply else None),
+            ("expect", turn.expect.tool_calls if turn.expect else None),
+        ):
+            for call in calls or []:
+                if call.name not in names:
+                    raise ScenarioError(
+                        f"{path}: turns[{index}].{kind}.tool_calls names tool '{call.name}', which is not "
+                        f"in the scenario's tool list ({', '.join(sorted(names)) or 'none'}). Add its "
+                        "schema to the tools file or fix the name."
+                    )
+        if turn.side:
+            continue  # a side request is its own conversation: the main one still awaits its results
+        pending_calls = len(turn.reply.tool_calls or []) if turn.reply else 0
+
+
+def builtin_scenarios(directory: Path | None = None) -> dict[str, Path]:
+    """Scenario name -> file, for the scenarios shipped with the package (``harness/data/scenarios``)."""
+    found: dict[str, Path] = {}
+    for file in sorted((directory or builtin_scenarios_dir()).glob("*.yaml")):
+        found[file.stem] = file
+    return found
+
+
+def resolve_scenarios(names_or_paths: list[str], directory: Path | None = None) -> list[Scenario]:
+    """Loads scenarios by built-in name or by path; an unknown name lists the known ones."""
+    known = builtin_scenarios(directory)
+    loaded = []
+    for item in names_or_paths:
+        if item in known:
+            loaded.append(load_scenario(known[item]))
+        elif Path(item).is_file():
+            loaded.append(load_scenario(Path(item)))
+        else:
+            raise ScenarioError(
+                f"unknown scenario '{item}'. Built-in scenarios: {', '.join(known) or 'none'}; "
+                "or give the path of a scenario YAML file."
+            )
+    return loaded
+
+
+def _assistant_message(reply: Reply, turn_index: int) -> dict[str, Any]:
+    if reply.tool_calls:
+        calls = []
+        for call_index, call in enumerate(reply.tool_calls):
+            calls.append(
+                {
+                    "id": call.id or f"call_t{turn_index}_{call_index}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+            )
+        return {"role": "assistant", "content": None, "tool_calls": calls}
+    return {"role": "assistant", "content": reply.content}
+
+
+def plan_requests(
+    scenario: Scenario, stream: bool | None = None, tool_choice: str | None = None, request_serial: int = 0
+) -> list[PlannedRequest]:
+    """Expands a scenario into its requests, each carrying the full history before it.
+
+    ``stream`` / ``tool_choice`` override the scenario's defaults (used to run one scenario in
+    several modes). ``request_serial`` feeds the cache-busting header so it differs per request.
+    """
+    messages: list[dict[str, Any]] = []
+    system_text = scenario.system_text
+    planned: list[PlannedRequest] = []
+    last_calls: list[dict[str, Any]] = []
+    for index, turn in enumerate(scenario.turns):
+        if turn.side:
+            planned.append(_side_request(scenario, turn, index, stream))
+            continue
+        if turn.user is not None:
+            messages.append({"role": "user", "content": turn.user})
+        else:
+            for call, result in zip(last_calls, turn.tool_results or []):
+                messages.append(
+                    {"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": result}
+                )
+        history = copy.deepcopy(messages)
+        if system_text:
+            text = system_text
+            if scenario.cache_bust_header:
+                # Changes on every request, like a billing tag: no prefix can ever be reused.
+                text = f"x-request-tag: req-{request_serial + index:06d}\n" + text
+            history.insert(0, {"role": "system", "content": text})
+        choice = tool_choice or turn.tool_choice or scenario.tool_choice
+        planned.append(
+            PlannedRequest(
+                scenario=scenario.name,
+                turn=index,
+                messages=history,
+                tools=scenario.tool_schemas,
+                params=dict(scenario.params),
+                stream=stream if stream is not None else (turn.stream if turn.stream is not None else scenario.stream),
+                tool_choice=choice,
+                expect=turn.expect,
+                restart_after=turn.restart_after,
+            )
+        )
+        if turn.reply is not None:
+            assistant = _assistant_message(turn.reply, index)
+            messages.append(assistant)
+            last_calls = assistant.get("tool_calls") or []
+        else:
+            last_calls = []
+    return planned
+
+
+def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | None) -> PlannedRequest:
+    """A side request: its own short messages, no tools, nothing taken from or added to the history."""
+    messages = ([{"role": "system", "content": turn.system}] if turn.system else []) + [
+        {"role": "user", "content": turn.user}]
+    return PlannedRequest(
+        scenario=scenario.name, turn=index, messages=messages, tools=[], params=dict(scenario.params),
+        stream=stream if stream is not None else (turn.stream if turn.stream is not None else scenario.stream),
+        tool_choice=None, expect=turn.expect, restart_after=turn.restart_after, side=True,
+    )

@@ -1,0 +1,404 @@
+"""Server lifecycle: start one server as its own process group, wait until ready, stop it cleanly.
+
+Each server gets its own HOME (so MLX-Textgen's cache root and the legacy KV-cache dir live under the
+run folder and the user's own caches are never touched), a free port on 127.0.0.1, and a log file
+(never an unread PIPE). A server that exits during start-up or misses its readiness deadline raises
+``ServerError`` with the log's last lines. Every started process is tracked so that nothing outlives
+the harness: ``stop_all`` runs at exit and from the CLI's signal handlers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from harness.core.errors import ServerError
+from harness.core.paths import server_programs_dir
+from harness.server.spec import ServerSpec
+
+LOG_TAIL_LINES = 25
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(log is empty)"
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` replaced by ``***`` (nothing to do without a secret)."""
+    return text.replace(secret, "***") if secret and text else text
+
+
+def describe_exit(code: int | None) -> str:
+    """``code 1``, or ``code -9 (killed by SIGKILL)`` for a process ended by a signal."""
+    if code is not None and code < 0:
+        try:
+            return f"code {code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f"code {code}"
+
+
+_LIVE: set[ServerProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    """Stops every server this process started (used at exit and on SIGINT/SIGTERM)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for server in live:
+        server.stop()
+
+
+atexit.register(stop_all)
+
+
+class ServerProcess:
+    """One running server. Use as a context manager; ``stop`` is safe to call twice.
+
+    A stopped ServerProcess cannot be started again: make a new one (for a restart, with the same
+    ``home`` so the on-disk cache carries over).
+    """
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        model: Path | str,
+        home: Path,
+        log_path: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        python: str = sys.executable,
+    ) -> None:
+        self.spec = spec
+        self.model = str(model)
+        self.home = Path(home).resolve()  # the server's cwd is its HOME: a relative one would nest
+        self.log_path = Path(log_path)
+        self.host = host
+        self.port = port
+        self.python = python
+        self.process: subprocess.Popen[bytes] | None = None
+        self.model_id: str | None = None
+        self.time_to_ready_s: float | None = None
+        self.peak_rss_bytes = 0
+        self.started = False
+        self.stopped = False
+        self.exit_code: int | None = None
+        self._log_offset = 0
+        self._rss_stop = threading.Event()
+        self._rss_thread: threading.Thread | None = None
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self.spec.base_url:
+            return self.spec.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+
+    def _fill(self, template: str) -> str:
+        return template.format(
+            python=self.python, model=self.model, port=self.port, host=self.host,
+            home=self.home, programs=server_programs_dir(), api_key=self.spec.api_key or "",
+        )
+
+    @property
+    def cache_dirs(self) -> list[Path]:
+        if self.spec.base_url:
+            return []  # a remote server's disk is not ours to look at
+        return [Path(self._fill(item)) for item in self.spec.cache_dirs]
+
+    def command(self) -> list[str]:
+        args = [self._fill(item) for item in self.spec.command]
+        if self.spec.api_key:
+            args += [self._fill(item) for item in self.spec.api_key_args]
+        return args
+
+    def public_command(self) -> list[str]:
+        """The command line with the API key masked, for logs and run.json."""
+        key = self.spec.api_key
+        return [item.replace(key, "***") if key else item for item in self.command()]
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key masked (servers may echo their command line or headers)."""
+        return redact(text, self.spec.api_key)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ServerProcess:
+        if self.started:
+            raise ServerError(f"{self.spec.name}: a ServerProcess cannot be started twice; create a new one.")
+        self.started = True
+        if self.spec.base_url:
+            self._wait_ready(time.monotonic())
+            return self
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            if self.port is None or not port_is_free(self.port, self.host):
+                self.port = free_port(self.host)
+            started_at = time.monotonic()
+            self._spawn()
+            try:
+                self._wait_ready(started_at)
+                return self
+            except ServerError:
+                # Another process may have taken the port between our check and the bind.
+                if attempt < 2 and "address already in use" in log_tail(self.log_path).lower():
+                    self.stop(_for_retry=True)
+                    self.port = None
+                    continue
+                self.stop()
+                raise
+        return self
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        # Cache locations the user may have exported point into their real home: every server gets
+        # its own under its HOME instead (a spec's env can still set them). The harness's own API-key
+        # variable is not passed on: a server that takes a key gets it through api_key_args.
+        env.pop("HARNESS_API_KEY", None)
+        env.update({
+            "XDG_CACHE_HOME": str(self.home / ".cache"), "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+            "MLX_KV_CACHE_DIR": str(self.home / ".anyclaude" / "kv-cache"),
+        })
+        env.update({key: self._fill(value) for key, value in self.spec.env.items()})
+        env["HOME"] = str(self.home)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        log = self.log_path.open("ab")
+        header = f"# harness: starting {self.spec.name}: {' '.join(self.public_command())}\n"
+        log.write(header.encode())
+        log.flush()
+        self._log_offset = self.log_path.stat().st_size
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=str(self.home), start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServerError(
+                f"{self.spec.name}: could not start {self.command()[0]!r}: {exc}. Check the server's command in the config."
+            ) from exc
+        finally:
+            log.close()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self._rss_stop.clear()
+        self._rss_thread = threading.Thread(target=self._sample_rss, daemon=True)
+        self._rss_thread.start()
+
+    def _wait_ready(self, started_at: float) -> None:
+        deadline = started_at + self.spec.ready_timeout_s
+        url = self.base_url + self.spec.ready_path
+        last_error = "no answer yet"
+        with httpx.Client(timeout=5.0, headers=self.headers) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    self.exit_code = self.process.returncode
+                    raise ServerError(
+                        f"{self.spec.name} exited with {describe_exit(self.exit_code)} during start-up "
+                        f"(model {self.model}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
+                        "Fix the cause shown in the log (often a model folder the server cannot load), then run again."
+                    )
+                try:
+                    # A probe never outlasts the deadline, even against a server that accepts and hangs,
+                    # and is short so that an exit is seen soon (the port may belong to another program).
+                    response = client.get(url, timeout=min(2.0, max(0.05, deadline - time.monotonic())))
+                    if response.status_code == 200:
+                        self.time_to_ready_s = time.monotonic() - started_at
+                        self.model_id = self._read_model_id(client)
+                        return
+                    last_error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last_error = type(exc).__name__
+                time.sleep(0.2)
+        raise ServerError(
+            f"{self.spec.name} did not become ready within {self.spec.ready_timeout_s:g} s "
+            f"(probe {url}: {last_error}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
+            "Raise the server's ready_timeout_s if it is just slow, or fix the error in the log."
+        )
+
+    def _read_model_id(self, client: httpx.Client) -> str:
+        """The served model id, which MLX-Textgen requires in each request."""
+        if self.spec.request_model:
+            return self.spec.request_model
+        try:
+            data = client.get(self.base_url + "/v1/models").json()
+            return str(data["data"][0]["id"])
+        except Exception:
+            return Path(self.model).name
+
+    def _sample_rss(self) -> None:
+        """Peak resident memory of the whole server process tree, sampled every 0.2 s."""
+        while not self._rss_stop.is_set():
+            process = self.process
+            if process is None or process.poll() is not None:
+                return
+            try:
+                root = psutil.Process(process.pid)
+                total = root.memory_info().rss
+                for child in root.children(recursive=True):
+                    try:
+                        total += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+            except psutil.Error:
+                return
+            self._rss_stop.wait(0.2)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def exit_status(self, wait_s: float = 0.0) -> int | None:
+        """The exit code once the process has ended, waiting up to ``wait_s`` for it; else None.
+        (A server that died mid-answer closes its sockets a moment before it can be reaped.)"""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout=wait_s) if wait_s > 0 else self.process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _scrub_log(self) -> None:
+        """Masks the API key in the log once the server is gone (it may have echoed its argv)."""
+        key = self.spec.api_key
+        try:
+            data = self.log_path.read_bytes()
+            if key and key.encode() in data:
+                self.log_path.write_bytes(data.replace(key.encode(), b"***"))
+        except OSError:
+            pass
+
+    def stop(self, timeout_s: float = 10.0, _for_retry: bool = False) -> None:
+        """SIGTERM to the whole process group, then SIGKILL after ``timeout_s``. Idempotent."""
+        if self.stopped and not _for_retry:
+            return
+        process = self.process
+        if process is not None:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            # Children the server forked may outlive it: the group is killed in every case.
+            _signal_group(process.pid, signal.SIGKILL)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.exit_code = process.returncode
+            self._scrub_log()
+        self._rss_stop.set()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if _for_retry:
+            self.process = None
+        else:
+            self.stopped = True
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- logs ------------------------------------------------------------------------------
+    def read_new_log(self) -> str:
+        """Log text written since the last call (per-request cache-reuse lines)."""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._log_offset)
+                data = handle.read()
+        except OSError:
+            return ""
+        self._log_offset += len(data)
+        return data.decode("utf-8", errors="replace")
+
+    def cache_reuse_from_log(self, text: str) -> tuple[bool | None, int | None]:
+        """(reused?, tokens reused) from the log lines of one request; (None, None) if unknown."""
+        if self.spec.reuse_pattern:
+            match = re.search(self.spec.reuse_pattern, text)
+            if match:
+                return True, int(match.group(1)) if match.groups() else None
+        if self.spec.miss_pattern and re.search(self.spec.miss_pattern, text):
+            return False, 0
+        return None, None
+
+    def shims(self) -> list[str]:
+        """Shims the MLX-Textgen launcher reports having applied (empty for other servers)."""
+        found = []
+        try:
+            for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("launcher shim applied: "):
+                    found.append(line.split(": ", 1)[1])
+        except OSError:
+            pass
+        return sorted(set(found))
+
+    def session_record(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_id": self.model_id,
+            "port": self.port,
+            "time_to_ready_s": self.time_to_ready_s,
+            "peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1) if self.peak_rss_bytes else None,
+            "log": str(self.log_path),
+            "exit_code": self.exit_code,
+        }
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,108 @@
+"""How to start (or reach) a server: ``ServerSpec``, and the built-in specs for the legacy stand-in,
+MLX-Textgen and mlx-lm's own server. Adding a server means adding a spec here (or declaring one in
+harness.toml, see ``harness.run.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.core.errors import ConfigError
+
+
+@dataclass
+class ServerSpec:
+    """How to start (or reach) one server. Command items are templates: {python} {model} {port}
+    {host} {home} {programs} {api_key} are filled in ({programs}: the folder of the
+    built-in server programs); the command is an argument list, never a shell string."""
+
+    name: str
+    label: str
+    command: list[str] = field(default_factory=list)
+    ready_path: str = "/v1/models"
+    # Directories whose files count as the server's on-disk cache (templates, usually under {home}).
+    cache_dirs: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    # An already-running server: no start/stop, cache files not observable.
+    base_url: str | None = None
+    ready_timeout_s: float = 120.0
+    # Behaviour switches of the server that make comparisons unfair, as they are set for this run.
+    quirks: dict[str, bool] = field(default_factory=dict)
+    # Log lines that tell, per request, whether the server reused a prompt cache.
+    reuse_pattern: str | None = None
+    miss_pattern: str | None = None
+    # API key sent as a bearer token and, where the server takes one, passed on its command line.
+    api_key: str | None = None
+    api_key_args: list[str] = field(default_factory=list)
+    # The `model` sent in each request when it is not the id that /v1/models lists.
+    request_model: str | None = None
+
+
+LEGACY_QUIRK_FLAGS = {
+    # quirk name: (flag that turns the quirk OFF or the switch ON, default value of the quirk)
+    "max_tokens_ignored": ("--honour-max-tokens", True),
+    "hermes_parsing": ("--parse-hermes", False),
+    "canned_fallback": ("--no-canned-fallback", True),
+    "response_cache": ("--no-response-cache", True),
+}
+
+
+def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
+    """The legacy stand-in. ``quirks`` overrides the original's defaults (see LEGACY_QUIRK_FLAGS)."""
+    state = {name: default for name, (_flag, default) in LEGACY_QUIRK_FLAGS.items()}
+    unknown = set(quirks or {}) - set(state)
+    if unknown:
+        raise ConfigError(
+            f"unknown legacy quirk(s) {sorted(unknown)}; known: {sorted(state)} (set them under [servers.legacy.quirks])."
+        )
+    state.update(quirks or {})
+    command = ["{python}", "{programs}/legacy_server.py", "--model", "{model}", "--port", "{port}", "--host", "{host}"]
+    for name, (flag, default) in LEGACY_QUIRK_FLAGS.items():
+        if state[name] != default:
+            command.append(flag)
+    return ServerSpec(
+        name="legacy",
+        label="legacy stand-in",
+        command=command,
+        ready_path="/health",
+        cache_dirs=["{home}/.anyclaude/kv-cache"],
+        env={"MLX_KV_CACHE_DIR": "{home}/.anyclaude/kv-cache"},
+        quirks=state,
+        # The stand-in logs each full re-process (the original's KV cache never loaded).
+        miss_pattern=r"processing full prompt of \d+ tokens",
+    )
+
+
+def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
+    return ServerSpec(
+        name="mlx-textgen",
+        label="MLX-Textgen",
+        command=[
+            "{python}", "{programs}/mlx_textgen_launcher.py", "serve", "-m", "{model}",
+            "-p", "{port}", "--host", "{host}", *(extra_args or []),
+        ],
+        ready_path="/v1/models",
+        cache_dirs=["{home}/.cache/mlx_textgen/prompt_cache"],
+        reuse_pattern=r'Reusing cache "?[\w-]+"?\. (\d+) tokens',
+        miss_pattern=r"No suitable cache found",
+        api_key_args=["--api-key", "{api_key}"],
+    )
+
+
+def mlx_lm_spec() -> ServerSpec:
+    """mlx-lm's own server: in-memory prompt cache only (lost on restart)."""
+    return ServerSpec(
+        name="mlx-lm",
+        label="mlx_lm.server",
+        # DEBUG logging is the only place this version says whether it reused its prompt cache.
+        command=["{python}", "-m", "mlx_lm.server", "--model", "{model}", "--port", "{port}", "--host", "{host}",
+                 "--log-level", "DEBUG"],
+        ready_path="/v1/models",
+        cache_dirs=[],
+        reuse_pattern=r"(?:Cache is prefix of prompt \(cache_len: |Common prefix \()(\d+)",
+        miss_pattern=r"\*\*\* Resetting cache\.",
+        # Any other name is looked up as a repository (or a folder under the server's working dir).
+        request_model="default_model",
+    )
+
+
+BUILTIN_SERVERS = {"legacy": legacy_spec, "mlx-textgen": mlx_textgen_spec, "mlx-lm": mlx_lm_spec}
