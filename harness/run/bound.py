@@ -30,12 +30,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from harness.core.rows import BOUND_FILE
-
-if TYPE_CHECKING:
-    from harness.run.runner import Runner
+from harness.models.tokens import TokenCounter
+from harness.run.meta import RunMeta
+from harness.run.model_groups import ModelGroup
+from harness.scenario.context_size import scale_scenario, split_name
+from harness.scenario.definition import PlannedRequest, RequestKinds, plan_requests, resolve_scenarios
 
 DEFAULT_REPEATS = 3
 SLOW_SAMPLE_S = 1.5   # a measurement slower than this is taken once, not ``repeats`` times
@@ -129,24 +132,23 @@ def _samples(fn, repeats: int) -> list[float]:
 
 
 def request_kinds(scenario: Any) -> list[str]:
-    """The request_kind the runner gives each turn (first / follow-up / restart / side)."""
-    kinds, next_kind = [], "first"
-    for turn in scenario.turns:
-        if turn.side:
-            kinds.append("side")
-            continue
-        kinds.append(next_kind)
-        next_kind = "restart" if turn.restart_after else "follow-up"
-    return kinds
+    """The request_kind the runner gives each request of ``scenario`` (first / follow-up / restart / side)."""
+    return _kinds(plan_requests(scenario))
+
+
+def _kinds(planned: list[PlannedRequest]) -> list[str]:
+    kinds, out = RequestKinds(), []
+    for request in planned:
+        out.append(kinds.next(request))
+        if request.restart_after and not request.side:
+            kinds.restarted()
+    return out
 
 
 def measure_scenario(model: _Model, scenario: Any, repeats: int, deadline: float) -> dict[str, Any]:
-    from harness.scenario.context_size import split_name
-    from harness.scenario.definition import plan_requests
-
     decode = int(scenario.params.get("max_tokens") or DEFAULT_DECODE_TOKENS)
     planned = plan_requests(scenario)
-    kinds = request_kinds(scenario)
+    kinds = _kinds(planned)
     result: dict[str, Any] = {
         "base": split_name(scenario.name)[0], "context_tokens": scenario.context_tokens,
         "decode_tokens": decode, "repeats": repeats, "first": None, "turns": [], "skipped": [],
@@ -186,10 +188,6 @@ def measure_scenario(model: _Model, scenario: Any, repeats: int, deadline: float
 
 
 def _load_scenario(spec: str, model_dir: Path) -> Any:
-    from harness.models.tokens import TokenCounter
-    from harness.scenario.context_size import scale_scenario, split_name
-    from harness.scenario.definition import resolve_scenarios
-
     base, size = split_name(spec)
     scenario = resolve_scenarios([base])[0]
     if size:
@@ -231,31 +229,31 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- from the runner ------------------------------------------------------------------------------
 
-def measure_for_run(runner: Runner) -> Path | None:
+def measure_for_run(
+    run_dir: Path, groups: list[ModelGroup], meta: RunMeta, say: Callable[[str], None]
+) -> Path | None:
     """With --bound: writes bound.json into the run folder (one subprocess per model, after every
     server has stopped); a failure becomes a note in run.json, never an error of the run."""
-    if not runner.config.bound or runner.meta is None:
-        return None
     budget = BUDGET_S
-    out = runner.run_dir / BOUND_FILE
-    log_path = runner.run_dir / "logs" / "bound.log"
+    out = run_dir / BOUND_FILE
+    log_path = run_dir / "logs" / "bound.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"file": BOUND_FILE, "budget_s": budget, "status": "running"}
-    runner.meta.data["bound"] = record
+    meta.data["bound"] = record
     deadline = time.monotonic() + budget
-    for group in runner.groups:
+    for group in groups:
         specs = [s.source + (f"@{s.context_tokens}" if s.context_tokens else "") for s in group.scenarios]
         left = deadline - time.monotonic()
         if not specs or left <= 0:
             continue
-        runner.say(f"measuring the cache-perfect bound in-process (mlx-lm) on {group.path.name}")
+        say(f"measuring the cache-perfect bound in-process (mlx-lm) on {group.path.name}")
         command = [sys.executable, "-m", "harness.run.bound", "--model", str(group.path), "--out", str(out),
                    "--max-seconds", f"{left:.0f}"]
         for spec in specs:
             command += ["--scenario", spec]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=str(runner.run_dir), start_new_session=True)
+                                       cwd=str(run_dir), start_new_session=True)
             try:
                 code = process.wait(timeout=left + 120)
             except subprocess.TimeoutExpired:
@@ -266,11 +264,11 @@ def measure_for_run(runner: Runner) -> Path | None:
                     process.wait()
         if code != 0:
             record["status"] = "failed"
-            runner.meta.data["notes"].append(
+            meta.data["notes"].append(
                 f"cache-perfect bound on {group.path.name} failed (exit {code}); see logs/bound.log")
     if record["status"] == "running":
         record["status"] = "complete" if out.is_file() else "not measured"
-    runner.meta.save()
+    meta.save()
     return out if out.is_file() else None
 
 

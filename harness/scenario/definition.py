@@ -178,6 +178,30 @@ class PlannedRequest:
         return body
 
 
+class RequestKinds:
+    """The ``request_kind`` of each request of one conversation, the only place this rule lives.
+
+    The first request is "first" (or "first-warm" when the server already served another mode of
+    the scenario, so its prefix may be cached), every later one "follow-up", the one after a server
+    restart "restart". A side request is its own short conversation ("side") and leaves the main
+    conversation where it was. (Warm-up requests, sent outside any conversation, are "warmup".)
+    """
+
+    def __init__(self, first: str = "first") -> None:
+        self._next = first
+
+    def next(self, request: PlannedRequest) -> str:
+        """The kind of ``request``, sent next in this conversation."""
+        if request.side:
+            return "side"
+        kind, self._next = self._next, "follow-up"
+        return kind
+
+    def restarted(self) -> None:
+        """The server was restarted on the same cache: the next request measures the disk cache."""
+        self._next = "restart"
+
+
 def _yaml_line(source_text: str, loc: tuple[Any, ...]) -> int | None:
     """The line (1-based) of the YAML node at a pydantic error location, for error messages."""
     try:
@@ -216,7 +240,7 @@ def _yaml_field_at(source_text: str, index: int) -> str | None:
         elif isinstance(node, yaml.SequenceNode):
             children = [(str(i), value) for i, value in enumerate(node.value)]
         for name, child in children:
-            found = walk(child, path + [name])
+            found = walk(child, [*path, name])
             if found:
                 return found
         return None
@@ -405,7 +429,7 @@ def plan_requests(
         if turn.user is not None:
             messages.append({"role": "user", "content": turn.user})
         else:
-            for call, result in zip(last_calls, turn.tool_results or []):
+            for call, result in zip(last_calls, turn.tool_results or [], strict=False):
                 messages.append(
                     {"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": result}
                 )

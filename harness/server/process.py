@@ -10,6 +10,7 @@ the harness: ``stop_all`` runs at exit and from the CLI's signal handlers.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import signal
@@ -225,7 +226,8 @@ class ServerProcess:
             )
         except OSError as exc:
             raise ServerError(
-                f"{self.spec.name}: could not start {self.command()[0]!r}: {exc}. Check the server's command in the config."
+                f"{self.spec.name}: could not start {self.command()[0]!r}: {exc}. "
+                "Check the server's command in the config."
             ) from exc
         finally:
             log.close()
@@ -245,7 +247,8 @@ class ServerProcess:
                     self.exit_code = self.process.returncode
                     raise ServerError(
                         f"{self.spec.name} exited with {describe_exit(self.exit_code)} during start-up "
-                        f"(model {self.model}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
+                        f"(model {self.model}). Last lines of {self.log_path}:\n"
+                        f"{self.redact(log_tail(self.log_path))}\n"
                         "Fix the cause shown in the log (often a model folder the server cannot load), then run again."
                     )
                 try:
@@ -286,10 +289,8 @@ class ServerProcess:
                 root = psutil.Process(process.pid)
                 total = root.memory_info().rss
                 for child in root.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += child.memory_info().rss
-                    except psutil.Error:
-                        pass
                 self.peak_rss_bytes = max(self.peak_rss_bytes, total)
             except psutil.Error:
                 return
@@ -326,16 +327,12 @@ class ServerProcess:
         if process is not None:
             if process.poll() is None:
                 _signal_group(process.pid, signal.SIGTERM)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    pass
             # Children the server forked may outlive it: the group is killed in every case.
             _signal_group(process.pid, signal.SIGKILL)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
             self.exit_code = process.returncode
             self._scrub_log()
         self._rss_stop.set()
@@ -362,6 +359,25 @@ class ServerProcess:
         except OSError:
             return ""
         self._log_offset += len(data)
+        return data.decode("utf-8", errors="replace")
+
+    def log_position(self) -> int:
+        """The log's current size: pass it to ``read_log_since`` to read what comes after."""
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def read_log_since(self, offset: int) -> str:
+        """Log text written after ``offset`` (a batch of concurrent requests, read as a whole);
+        ``read_new_log`` then goes on from the end of it."""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+        except OSError:
+            return ""
+        self._log_offset = offset + len(data)
         return data.decode("utf-8", errors="replace")
 
     def cache_reuse_from_log(self, text: str) -> tuple[bool | None, int | None]:
@@ -398,7 +414,5 @@ class ServerProcess:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.config import load_config
 from harness.core.errors import ConfigError
+from harness.run.config import load_config
 
 
 def test_cli_overrides_file_and_pyproject(tmp_path):
@@ -34,7 +34,7 @@ def test_custom_command_server(tmp_path):
 
 def test_bad_field_names_the_file(tmp_path):
     (tmp_path / "harness.toml").write_text("repeats = 0\n")
-    with pytest.raises(ConfigError, match="harness.toml.*repeats"):
+    with pytest.raises(ConfigError, match=r"harness.toml.*repeats"):
         load_config(project_dir=tmp_path)
 
 
@@ -62,7 +62,7 @@ def test_like_must_name_a_builtin(tmp_path):
 
 def test_run_folder_and_server_home_are_absolute_for_a_relative_out(tmp_path, monkeypatch):
     """A server runs with its HOME as working directory: a relative HOME would nest inside itself."""
-    from harness.run.runner import prepare_run_dir
+    from harness.run.meta import prepare_run_dir
     from harness.server.process import ServerProcess
     from harness.server.spec import legacy_spec
 
