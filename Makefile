@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test benchmark venv model
+.PHONY: run test lint benchmark venv model
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -24,6 +24,12 @@ run: model
 
 test: model
 	$(BIN)/python -m pytest -q
+
+# Lint, format and type checks (settings in pyproject.toml); CI runs them before the tests.
+lint: venv
+	$(BIN)/ruff check harness tests
+	$(BIN)/ruff format --check harness tests
+	$(BIN)/mypy
 
 # The live benchmark of the default comparison through pytest-benchmark, gated by [tool.harness.gate].
 benchmark: model

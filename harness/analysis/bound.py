@@ -40,9 +40,17 @@ def row_bounds(frame: pd.DataFrame, bound: dict[str, Any]) -> pd.DataFrame:
         else:
             value = turn["prefill_s"] + (float(produced) - 1) * turn["decode_s_per_token"]
         if value > 0:
-            records.append({"scenario": row["scenario"], "server": row["server"], "kind": row["request_kind"],
-                            "turn": int(row["turn"]), "total_s": float(row["total_s"]), "bound_s": value,
-                            "multiple": float(row["total_s"]) / value})
+            records.append(
+                {
+                    "scenario": row["scenario"],
+                    "server": row["server"],
+                    "kind": row["request_kind"],
+                    "turn": int(row["turn"]),
+                    "total_s": float(row["total_s"]),
+                    "bound_s": value,
+                    "multiple": float(row["total_s"]) / value,
+                }
+            )
     return pd.DataFrame(records, columns=["scenario", "server", "kind", "turn", "total_s", "bound_s", "multiple"])
 
 
@@ -51,25 +59,67 @@ def bound_frames(summary: Summary, bound: dict[str, Any]) -> tuple[pd.DataFrame,
     per_row = row_bounds(summary.frame[summary.frame["request_kind"] != "warmup"], bound)
     follow = []
     order = {name: i for i, name in enumerate([*summary.scenarios, *summary.servers])}
-    groups = sorted(per_row.groupby(["scenario", "server", "kind"], sort=False),
-                    key=lambda item: (order.get(item[0][0], 0), order.get(item[0][1], 0), item[0][2] != "follow-up"))
+    groups = sorted(
+        per_row.groupby(["scenario", "server", "kind"], sort=False),
+        key=lambda item: (order.get(item[0][0], 0), order.get(item[0][1], 0), item[0][2] != "follow-up"),
+    )
     for (scenario, server, kind), part in groups:
         d = describe(part["multiple"])
         label = "follow-ups" if kind == "follow-up" else "after restart"
-        follow.append([scenario, server, label, d["n"], fmt_value(part["total_s"].median()),
-                       fmt_value(part["bound_s"].median()), f"{d['median']:.1f}x",
-                       f"{d['ci95_low']:.1f}x – {d['ci95_high']:.1f}x"])
+        follow.append(
+            [
+                scenario,
+                server,
+                label,
+                d["n"],
+                fmt_value(part["total_s"].median()),
+                fmt_value(part["bound_s"].median()),
+                f"{d['median']:.1f}x",
+                f"{d['ci95_low']:.1f}x – {d['ci95_high']:.1f}x",
+            ]
+        )
     first = []
     for scenario in summary.scenarios:
         entry = (bound.get("scenarios") or {}).get(scenario) or {}
         f = entry.get("first")
         if not f:
             continue
-        servers = [f"{s} {fmt_value(summary.stat(scenario, s, 'first_total_s')['median'])}"
-                   for s in summary.servers if summary.stat(scenario, s, "first_total_s")["n"]]
-        first.append([scenario, f["prompt_tokens"], fmt_value(f["full_s"]),
-                      f"{fmt_value(f['cache_save_s'])} ({fmt_bytes(f['cache_save_bytes'])})", ", ".join(servers)])
-    return (pd.DataFrame(follow, columns=["Scenario", "Server", "Requests", "n", "Server median", "Bound median",
-                                          "Multiple (median)", "95% CI"]),
-            pd.DataFrame(first, columns=["Scenario", "Prompt tokens", "Full prefill + decode (in-process)",
-                                         "Writing its KV cache to a file", "Servers' first request (median)"]))
+        servers = [
+            f"{s} {fmt_value(summary.stat(scenario, s, 'first_total_s')['median'])}"
+            for s in summary.servers
+            if summary.stat(scenario, s, "first_total_s")["n"]
+        ]
+        first.append(
+            [
+                scenario,
+                f["prompt_tokens"],
+                fmt_value(f["full_s"]),
+                f"{fmt_value(f['cache_save_s'])} ({fmt_bytes(f['cache_save_bytes'])})",
+                ", ".join(servers),
+            ]
+        )
+    return (
+        pd.DataFrame(
+            follow,
+            columns=[
+                "Scenario",
+                "Server",
+                "Requests",
+                "n",
+                "Server median",
+                "Bound median",
+                "Multiple (median)",
+                "95% CI",
+            ],
+        ),
+        pd.DataFrame(
+            first,
+            columns=[
+                "Scenario",
+                "Prompt tokens",
+                "Full prefill + decode (in-process)",
+                "Writing its KV cache to a file",
+                "Servers' first request (median)",
+            ],
+        ),
+    )

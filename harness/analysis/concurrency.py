@@ -10,9 +10,20 @@ import pandas as pd
 
 from harness.analysis.summary import measured_rows
 
-
-LOAD_COLUMNS = ["Scenario", "Server", "Sessions", "Requests", "Errors", "p50 total", "p90 total",
-                "p50 TTFT", "p90 TTFT", "First-request TTFT (min – max)", "Requests/s", "Tokens/s"]
+LOAD_COLUMNS = [
+    "Scenario",
+    "Server",
+    "Sessions",
+    "Requests",
+    "Errors",
+    "p50 total",
+    "p90 total",
+    "p50 TTFT",
+    "p90 TTFT",
+    "First-request TTFT (min – max)",
+    "Requests/s",
+    "Tokens/s",
+]
 
 
 def is_concurrent(frame: pd.DataFrame) -> bool:
@@ -46,10 +57,20 @@ def load_frame(frame: pd.DataFrame, servers: list[str]) -> pd.DataFrame:
             def pct(values: pd.Series, q: float) -> float:
                 return float(np.percentile(values, q)) if len(values) else float("nan")
 
-            records.append([
-                scenario, server, int(part["session"].nunique()), len(part), int(part["error"].notna().sum()),
-                pct(total, 50), pct(total, 90), pct(ttft, 50), pct(ttft, 90),
-                (float(first.min()), float(first.max())) if len(first) else None,
-                len(ok) / wall if wall > 0 else float("nan"), tokens / wall if wall > 0 else float("nan"),
-            ])
+            records.append(
+                [
+                    scenario,
+                    server,
+                    int(part["session"].nunique()),
+                    len(part),
+                    int(part["error"].notna().sum()),
+                    pct(total, 50),
+                    pct(total, 90),
+                    pct(ttft, 50),
+                    pct(ttft, 90),
+                    (float(first.min()), float(first.max())) if len(first) else None,
+                    len(ok) / wall if wall > 0 else float("nan"),
+                    tokens / wall if wall > 0 else float("nan"),
+                ]
+            )
     return pd.DataFrame(records, columns=LOAD_COLUMNS)

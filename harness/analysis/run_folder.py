@@ -20,8 +20,9 @@ def load_run_meta(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_run(run_dir: Path, *, reference: str | None = None,
-             headline: str | None = None) -> tuple[Summary, dict[str, Any]]:
+def load_run(
+    run_dir: Path, *, reference: str | None = None, headline: str | None = None
+) -> tuple[Summary, dict[str, Any]]:
     """The summary and run.json of a run folder; either file may be missing (an interrupted run)."""
     run_dir = Path(run_dir)
     run_meta = load_run_meta(run_dir)

@@ -47,12 +47,13 @@ RATIOS: dict[str, tuple[str, bool]] = {
 }
 
 STAT_COLUMNS = ["scenario", "server", "metric", "n", "median", "p90", "ci95_low", "ci95_high", "unit"]
-CSV_COLUMNS = STAT_COLUMNS + ["reference", "n_reference", "significant"]
+CSV_COLUMNS = [*STAT_COLUMNS, "reference", "n_reference", "significant"]
 
 NAN = float("nan")
 
 
 # --- statistics ---------------------------------------------------------------------------------
+
 
 def _clean(values: Any) -> np.ndarray:
     x = np.asarray(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), dtype=float)
@@ -90,19 +91,34 @@ def describe(values: Any, **kwargs: Any) -> dict[str, float]:
     if x.size == 0:
         return {"n": 0, "median": NAN, "p90": NAN, "ci95_low": NAN, "ci95_high": NAN}
     low, high = bootstrap_median_ci(x, **kwargs)
-    return {"n": int(x.size), "median": float(np.median(x)), "p90": float(np.percentile(x, 90)),
-            "ci95_low": low, "ci95_high": high}
+    return {
+        "n": int(x.size),
+        "median": float(np.median(x)),
+        "p90": float(np.percentile(x, 90)),
+        "ci95_low": low,
+        "ci95_high": high,
+    }
 
 
 def ratio_ci(
-    reference: Any, other: Any, *, higher_is_better: bool = False,
-    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+    reference: Any,
+    other: Any,
+    *,
+    higher_is_better: bool = False,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, Any]:
     """Ratio of medians (> 1: ``other`` is better) with a bootstrap CI, each side resampled on its
     own. With fewer than two samples on a side there is no interval and no claim of significance."""
     ref, oth = _clean(reference), _clean(other)
-    out: dict[str, Any] = {"ratio": NAN, "ci95_low": NAN, "ci95_high": NAN, "significant": False,
-                           "n_reference": int(ref.size), "n": int(oth.size)}
+    out: dict[str, Any] = {
+        "ratio": NAN,
+        "ci95_low": NAN,
+        "ci95_high": NAN,
+        "significant": False,
+        "n_reference": int(ref.size),
+        "n": int(oth.size),
+    }
     if ref.size == 0 or oth.size == 0:
         return out
     num, den = (np.median(oth), np.median(ref)) if higher_is_better else (np.median(ref), np.median(oth))
@@ -124,6 +140,7 @@ def ratio_ci(
 
 
 # --- row helpers --------------------------------------------------------------------------------
+
 
 def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
@@ -152,6 +169,7 @@ def _order(values: pd.Series) -> list[str]:
 
 
 # --- the summary --------------------------------------------------------------------------------
+
 
 @dataclass
 class Regression:
@@ -195,15 +213,17 @@ class Summary:
         return [s for s in self.servers if s != self.reference]
 
     def stat(self, scenario: str | None, server: str, metric: str) -> dict[str, Any]:
-        hit = self.stats[(self.stats["scenario"] == scenario) & (self.stats["server"] == server)
-                         & (self.stats["metric"] == metric)]
+        hit = self.stats[
+            (self.stats["scenario"] == scenario) & (self.stats["server"] == server) & (self.stats["metric"] == metric)
+        ]
         if hit.empty:
             return {"n": 0, "median": NAN, "p90": NAN, "ci95_low": NAN, "ci95_high": NAN}
         return hit.iloc[0].to_dict()
 
     def ratio(self, scenario: str | None, server: str, name: str) -> dict[str, Any] | None:
-        hit = self.ratios[(self.ratios["scenario"] == scenario) & (self.ratios["server"] == server)
-                          & (self.ratios["metric"] == name)]
+        hit = self.ratios[
+            (self.ratios["scenario"] == scenario) & (self.ratios["server"] == server) & (self.ratios["metric"] == name)
+        ]
         return None if hit.empty else hit.iloc[0].to_dict()
 
     def cache_for(self, server: str, scenario: str = ALL) -> dict[str, Any]:
@@ -245,8 +265,18 @@ def _stats(df: pd.DataFrame, scenarios: list[str], servers: list[str]) -> pd.Dat
 
 
 def _ratios(df: pd.DataFrame, scenarios: list[str], reference: str, others: list[str]) -> pd.DataFrame:
-    cols = ["scenario", "server", "metric", "reference", "n", "n_reference", "ratio",
-            "ci95_low", "ci95_high", "significant"]
+    cols = [
+        "scenario",
+        "server",
+        "metric",
+        "reference",
+        "n",
+        "n_reference",
+        "ratio",
+        "ci95_low",
+        "ci95_high",
+        "significant",
+    ]
     records = []
     measured = measured_rows(df)
     for scenario in scenarios:
@@ -260,15 +290,15 @@ def _ratios(df: pd.DataFrame, scenarios: list[str], reference: str, others: list
                 if _clean(ref).size == 0 or _clean(oth).size == 0:
                     continue
                 r = ratio_ci(ref, oth, higher_is_better=higher)
-                records.append({"scenario": scenario, "server": other, "metric": name,
-                                "reference": reference, **r})
+                records.append({"scenario": scenario, "server": other, "metric": name, "reference": reference, **r})
     return pd.DataFrame(records, columns=cols)
 
 
 def _cache_record(part: pd.DataFrame) -> dict[str, Any]:
     # Files and bytes count warm-up requests too: what a warm-up writes is really on disk.
-    kinds = sorted({PurePosixPath(str(name)).suffix or "(no extension)"
-                    for names in part["cache_files"] for name in (names or [])})
+    kinds = sorted(
+        {PurePosixPath(str(name)).suffix or "(no extension)" for names in part["cache_files"] for name in (names or [])}
+    )
     live = part[(part["request_kind"] != "warmup") & part["error"].isna()]
     follow = live[live["request_kind"] == "follow-up"]
     restart = live[live["request_kind"] == "restart"]
@@ -315,8 +345,7 @@ def _per_server(df: pd.DataFrame, scenarios: list[str], servers: list[str], fn) 
 
 
 def _behaviour(live: pd.DataFrame, servers: list[str]) -> pd.DataFrame:
-    cols = ["scenario", "variant", "server", "rows", "failed_rows", "status",
-            "first_failure", "first_failure_turn"]
+    cols = ["scenario", "variant", "server", "rows", "failed_rows", "status", "first_failure", "first_failure_turn"]
     records = []
     for (scenario, variant), part in live.groupby(["scenario", "variant"], sort=False):
         for server in servers:
@@ -326,23 +355,36 @@ def _behaviour(live: pd.DataFrame, servers: list[str]) -> pd.DataFrame:
             failing = [(r["turn"], row_failures(r)) for _, r in rows.iterrows()]
             failing = [(t, f) for t, f in failing if f]
             first = failing[0] if failing else None
-            records.append({
-                "scenario": scenario, "variant": variant, "server": server, "rows": len(rows),
-                "failed_rows": len(failing), "status": "FAIL" if failing else "PASS",
-                "first_failure": first[1][0] if first else None,
-                "first_failure_turn": int(first[0]) if first else None,
-            })
+            records.append(
+                {
+                    "scenario": scenario,
+                    "variant": variant,
+                    "server": server,
+                    "rows": len(rows),
+                    "failed_rows": len(failing),
+                    "status": "FAIL" if failing else "PASS",
+                    "first_failure": first[1][0] if first else None,
+                    "first_failure_turn": int(first[0]) if first else None,
+                }
+            )
     return pd.DataFrame(records, columns=cols)
 
 
 # Checks that only run on the tool calls an answer actually contains.
-CALL_LEVEL_CHECKS = {"expect.tool_name", "expect.tool_arguments", "tool.arguments_not_json", "tool.unknown_name",
-                     "tool.repeated_call", "tool.id_missing", "tool.id_duplicate"}
+CALL_LEVEL_CHECKS = {
+    "expect.tool_name",
+    "expect.tool_arguments",
+    "tool.arguments_not_json",
+    "tool.unknown_name",
+    "tool.repeated_call",
+    "tool.id_missing",
+    "tool.id_duplicate",
+}
 
 
 def _verdicts(live: pd.DataFrame, reference: str, others: list[str]) -> dict[str, Verdict]:
-    def by_key(server: str) -> dict[tuple, list]:
-        keyed: dict[tuple, list] = {}
+    def by_key(server: str) -> dict[tuple[str, str, int], list[Any]]:
+        keyed: dict[tuple[str, str, int], list[Any]] = {}
         rows = live[live["server"] == server].sort_values(["turn", "repeat", "started_at"])
         for _, r in rows.iterrows():
             keyed.setdefault((r["scenario"], r["variant"], int(r["turn"])), []).append(r)
@@ -373,7 +415,8 @@ def _verdicts(live: pd.DataFrame, reference: str, others: list[str]) -> dict[str
                         continue
                     seen.add(check)
                     evidence = (r["check_evidence"] or {}).get(check) or (
-                        r["error"] if check == "request.error" and _present(r["error"]) else "")
+                        r["error"] if check == "request.error" and _present(r["error"]) else ""
+                    )
                     verdict.regressions.append(Regression(*key, check=check, evidence=str(evidence)))
         if verdict.compared:
             verdict.drop_in = not verdict.regressions
@@ -399,14 +442,16 @@ def summarize(
         headline = DEFAULT_HEADLINE if DEFAULT_HEADLINE in scenarios else (scenarios[0] if scenarios else None)
     others = [s for s in servers if s != reference]
     return Summary(
-        reference=reference, servers=servers, scenarios=scenarios, headline=headline,
+        reference=reference,
+        servers=servers,
+        scenarios=scenarios,
+        headline=headline,
         stats=_stats(live, scenarios, servers),
         ratios=_ratios(live, scenarios, reference, others),
         cache=_per_server(df, scenarios, servers, _cache_record),
         failures=_per_server(df, scenarios, servers, _failure_record),
         behaviour=_behaviour(live, servers),
         verdicts=_verdicts(live, reference, others),
-        frame=df, n_rows=int(len(live)),
+        frame=df,
+        n_rows=len(live),
     )
-
-

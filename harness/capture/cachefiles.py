@@ -21,8 +21,8 @@ class CacheSnapshot:
 @dataclass(frozen=True)
 class CacheDelta:
     new_files: list[str]
-    new_bytes: int      # bytes of files that appeared plus growth of files that were rewritten
-    total_bytes: int    # everything under the cache dirs afterwards
+    new_bytes: int  # bytes of files that appeared plus growth of files that were rewritten
+    total_bytes: int  # everything under the cache dirs afterwards
 
 
 def snapshot(directories: list[Path]) -> CacheSnapshot:

@@ -32,11 +32,11 @@ class CapturedResponse:
 
 @dataclass
 class ReplayLimits:
-    request_timeout_s: float = 300.0   # whole request, streamed or not
-    idle_timeout_s: float = 120.0      # no byte for this long on a stream -> stalled
-    max_events: int = 4096             # SSE events per answer -> runaway
-    max_repeated_tool_calls: int = 8   # the same tool called again and again -> runaway
-    max_markup_repeats: int = 16       # tool-call markup repeated in streamed text -> runaway
+    request_timeout_s: float = 300.0  # whole request, streamed or not
+    idle_timeout_s: float = 120.0  # no byte for this long on a stream -> stalled
+    max_events: int = 4096  # SSE events per answer -> runaway
+    max_repeated_tool_calls: int = 8  # the same tool called again and again -> runaway
+    max_markup_repeats: int = 16  # tool-call markup repeated in streamed text -> runaway
 
 
 @dataclass
@@ -46,22 +46,23 @@ class Timed:
     captured: CapturedResponse
     ttft_s: float | None
     total_s: float
-    first_output_s: float | None   # seconds after start of the first output byte (streams)
 
 
 TOOL_MARKUP = ("<tool_call>", "<function=", "<|channel|>commentary", "[TOOL_REQUEST]")
 
 
-def send(client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits,
-         headers: dict[str, str] | None = None) -> Timed:
+def send(
+    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str] | None = None
+) -> Timed:
     """Sends one chat-completions request and captures everything needed for the checks."""
     if body.get("stream"):
         return _send_stream(client, url, body, limits, headers or {})
     return _send_plain(client, url, body, limits, headers or {})
 
 
-def _send_plain(client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits,
-                headers: dict[str, str]) -> Timed:
+def _send_plain(
+    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str]
+) -> Timed:
     started = time.perf_counter()
     timeout = httpx.Timeout(limits.request_timeout_s, connect=10.0)
     status: int | None = None
@@ -76,31 +77,48 @@ def _send_plain(client: httpx.Client, url: str, body: dict[str, Any], limits: Re
                 if time.perf_counter() - started > limits.request_timeout_s:
                     total = time.perf_counter() - started
                     captured = CapturedResponse(
-                        stream=False, http_status=status, body=bytes(data), sse=None, stop_cause="runaway",
+                        stream=False,
+                        http_status=status,
+                        body=bytes(data),
+                        sse=None,
+                        stop_cause="runaway",
                         transport_error=f"answer still arriving after {limits.request_timeout_s:g} s "
-                                        f"({len(data)} bytes so far)")
-                    return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
+                        f"({len(data)} bytes so far)",
+                    )
+                    return Timed(captured, ttft_s=None, total_s=total)
         total = time.perf_counter() - started
-        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data),
-                                    sse=None, transport_error=None, stop_cause=None)
+        captured = CapturedResponse(
+            stream=False, http_status=status, body=bytes(data), sse=None, transport_error=None, stop_cause=None
+        )
         # Nothing arrives before the whole body, so the first token is seen when the body is.
-        return Timed(captured, ttft_s=total, total_s=total, first_output_s=total)
+        return Timed(captured, ttft_s=total, total_s=total)
     except httpx.TimeoutException as exc:
         total = time.perf_counter() - started
-        error = (f"no answer within {limits.request_timeout_s:g} s ({type(exc).__name__})" if status is None else
-                 f"answer stopped after {len(data)} bytes: no byte for {limits.request_timeout_s:g} s")
-        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data), sse=None,
-                                    transport_error=error, stop_cause="stalled")
-        return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
+        error = (
+            f"no answer within {limits.request_timeout_s:g} s ({type(exc).__name__})"
+            if status is None
+            else f"answer stopped after {len(data)} bytes: no byte for {limits.request_timeout_s:g} s"
+        )
+        captured = CapturedResponse(
+            stream=False, http_status=status, body=bytes(data), sse=None, transport_error=error, stop_cause="stalled"
+        )
+        return Timed(captured, ttft_s=None, total_s=total)
     except httpx.HTTPError as exc:
         total = time.perf_counter() - started
-        captured = CapturedResponse(stream=False, http_status=status, body=bytes(data), sse=None,
-                                    transport_error=_describe(exc), stop_cause=None)
-        return Timed(captured, ttft_s=None, total_s=total, first_output_s=None)
+        captured = CapturedResponse(
+            stream=False,
+            http_status=status,
+            body=bytes(data),
+            sse=None,
+            transport_error=_describe(exc),
+            stop_cause=None,
+        )
+        return Timed(captured, ttft_s=None, total_s=total)
 
 
-def _send_stream(client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits,
-                 headers: dict[str, str]) -> Timed:
+def _send_stream(
+    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str]
+) -> Timed:
     reader = SSEReader()
     started = time.perf_counter()
     first_output: float | None = None
@@ -140,13 +158,24 @@ def _send_stream(client: httpx.Client, url: str, body: dict[str, Any], limits: R
         transport_error = _describe(exc)
     total = time.perf_counter() - started
     reader.close(total)
-    captured = CapturedResponse(stream=True, http_status=status, body=bytes(reader.raw), sse=reader,
-                                transport_error=transport_error, stop_cause=stop_cause)
-    return Timed(captured, ttft_s=first_output, total_s=total, first_output_s=first_output)
+    captured = CapturedResponse(
+        stream=True,
+        http_status=status,
+        body=bytes(reader.raw),
+        sse=reader,
+        transport_error=transport_error,
+        stop_cause=stop_cause,
+    )
+    return Timed(captured, ttft_s=first_output, total_s=total)
 
 
-def _runaway_cause(payload: dict[str, Any] | None, call_names: dict[str, int], text_so_far: list[str],
-                   event_count: int, limits: ReplayLimits) -> str | None:
+def _runaway_cause(
+    payload: dict[str, Any] | None,
+    call_names: dict[str, int],
+    text_so_far: list[str],
+    event_count: int,
+    limits: ReplayLimits,
+) -> str | None:
     if event_count > limits.max_events:
         return f"more than {limits.max_events} stream events"
     for choice in (payload or {}).get("choices") or []:
@@ -175,6 +204,3 @@ def _describe(exc: httpx.HTTPError) -> str:
     cause = exc.__cause__ or exc.__context__
     detail = str(exc) or (str(cause) if cause else "")
     return f"{type(exc).__name__}: {detail}".strip().rstrip(":")[:300]
-
-
-

@@ -41,8 +41,6 @@ CANNED_FALLBACK = re.compile(r"\s*I received \d+ message\(s\) and \d+ tool\(s\) 
 _NON_STRING_TYPES = {"integer", "number", "boolean", "array", "object"}
 
 
-
-
 @dataclass
 class Answer:
     """What the client would have got."""
@@ -132,7 +130,9 @@ def extract_answer(resp: CapturedResponse) -> Answer:
     if not choices:
         return Answer(None, [], None, payload.get("usage") if isinstance(payload.get("usage"), dict) else None)
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        message = {}
     content = _text(message.get("content")) if message else _text(choice.get("text"))
     raw_calls = message.get("tool_calls") or choice.get("tool_calls") or []
     calls = [toolcalls.as_call(c) for c in raw_calls] if isinstance(raw_calls, list) else []
@@ -152,9 +152,11 @@ def _stream_answer(reader: SSEReader) -> Answer:
         if isinstance(payload.get("usage"), dict):
             usage = payload["usage"]
         for choice in _choices(payload):
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else None
-            if delta is None:
-                delta = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = choice.get("message")
+                if not isinstance(delta, dict):
+                    delta = {}
             for text in (_text(delta.get("content")), _text(choice.get("text"))):
                 if isinstance(text, str):
                     parts.append(text)
@@ -263,7 +265,7 @@ def _check_usage(usage: Any, answer: Answer, out: CheckOutcome, family: str, req
         if required:
             out.fail(f"{family}.usage_missing", "no 'usage' object" if usage is None else f"usage is {usage!r}")
         return
-    counts = {key: usage.get(key) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    counts: dict[str, Any] = {key: usage.get(key) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
     problems = []
     for key, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool):
@@ -393,7 +395,10 @@ def _check_expect(answer: Answer, request: PlannedRequest, out: CheckOutcome) ->
     required = request.tool_choice == "required" and bool(request.tools)
     if required and not calls:
         # The client demanded a tool call; a text answer ignores the request's tool_choice.
-        out.fail("tool.required_ignored", f"tool_choice 'required' but no tool call; content {(answer.content or '')[:80]!r}")
+        out.fail(
+            "tool.required_ignored",
+            f"tool_choice 'required' but no tool call; content {(answer.content or '')[:80]!r}",
+        )
     expect = request.expect
     if expect is None:
         return
@@ -442,7 +447,9 @@ def _content_diff(a: str, b: str, max_lines: int = 4) -> list[str]:
     lines = []
     if first is not None:
         _, i1, i2, j1, j2 = first
-        lines.append(f"content differs at char {i1}: {a[max(0, i1 - 20):i2 + 20]!r} vs {b[max(0, j1 - 20):j2 + 20]!r}")
+        lines.append(
+            f"content differs at char {i1}: {a[max(0, i1 - 20) : i2 + 20]!r} vs {b[max(0, j1 - 20) : j2 + 20]!r}"
+        )
     diff = difflib.unified_diff(a.splitlines(), b.splitlines(), "reference", "other", n=0, lineterm="")
     changed = [line for line in diff if line[:1] in "-+" and not line.startswith(("---", "+++"))]
     if len(a.splitlines()) > 1 or len(b.splitlines()) > 1:
@@ -458,14 +465,16 @@ def ab_compare(reference: ResultRow | None, other: ResultRow | None) -> tuple[st
     """
     if reference is None or other is None:
         return "different", "no reference row" if reference is None else "no row to compare"
-    errors = [f"{label} ({row.server}) failed: {err}" for label, row in (("reference", reference), ("other", other))
-              if (err := _row_error(row))]
+    errors = [
+        f"{label} ({row.server}) failed: {err}"
+        for label, row in (("reference", reference), ("other", other))
+        if (err := _row_error(row))
+    ]
     if errors:
         return "different", _short("; ".join(errors), 300)
 
     content_a, content_b = reference.content or "", other.content or ""
-    sha_differs = (reference.content is None and other.content is None
-                   and reference.content_sha != other.content_sha)
+    sha_differs = reference.content is None and other.content is None and reference.content_sha != other.content_sha
     calls_a = [toolcalls.signature(c, canonical=False) for c in reference.tool_calls]
     calls_b = [toolcalls.signature(c, canonical=False) for c in other.tool_calls]
     same_finish = reference.finish_reason == other.finish_reason

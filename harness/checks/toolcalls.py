@@ -30,7 +30,7 @@ def find_markup(text: str | None) -> str | None:
     if not hits:
         return None
     position, label = min(hits)
-    return f"{label} at char {position}: {text[position:position + 60]!r}"
+    return f"{label} at char {position}: {text[position : position + 60]!r}"
 
 
 def parse_arguments(raw: Any) -> dict[str, Any] | str:
@@ -78,7 +78,6 @@ class DeltaAssembler:
         self._slots: dict[Any, dict[str, Any]] = {}
         self._last: Any = None
         self._synthetic = 0
-        self.missing_index = False
 
     def _slot(self, key: Any) -> dict[str, Any]:
         if key not in self._slots:
@@ -92,10 +91,11 @@ class DeltaAssembler:
         for delta in deltas:
             if not isinstance(delta, dict):
                 continue
-            function = delta.get("function") if isinstance(delta.get("function"), dict) else {}
+            function = delta.get("function")
+            if not isinstance(function, dict):
+                function = {}
             key = delta.get("index")
             if not isinstance(key, int) or isinstance(key, bool):
-                self.missing_index = True
                 starts = bool(delta.get("id") or function.get("name"))
                 if self._last is None or (starts and self._slots[self._last]["name"]):
                     self._synthetic += 1

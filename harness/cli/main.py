@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.core.errors import HarnessError, Interrupted
 
@@ -36,21 +37,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.server.process import stop_all
 
     overrides: dict[str, Any] = {
-        "servers": _csv(args.servers), "scenarios": _csv(args.scenarios), "model": args.model,
-        "out": args.out, "repeats": args.repeats, "reference": args.reference, "api_key": args.api_key,
-        "context_tokens": args.context_tokens, "concurrency": args.concurrency, "warmup": args.warmup or None,
+        "servers": _csv(args.servers),
+        "scenarios": _csv(args.scenarios),
+        "model": args.model,
+        "out": args.out,
+        "repeats": args.repeats,
+        "reference": args.reference,
+        "api_key": args.api_key,
+        "context_tokens": args.context_tokens,
+        "concurrency": args.concurrency,
+        "warmup": args.warmup or None,
         "bound": args.bound,
     }
     config = load_config(Path(args.config) if args.config else None, overrides)
     console = _console()
 
     def on_row(row) -> None:
-        status = "[red]error[/]" if row.error else ("[yellow]" + ",".join(row.checks_failed[:2]) + "[/]" if row.checks_failed else "[green]ok[/]")
+        if row.error:
+            status = "[red]error[/]"
+        elif row.checks_failed:
+            status = "[yellow]" + ",".join(row.checks_failed[:2]) + "[/]"
+        else:
+            status = "[green]ok[/]"
         total = f"{row.total_s:.2f}s" if row.total_s is not None else "-"
         variant = row.variant.replace("tool_choice=", "")
         # soft_wrap: one line per request even on a narrow (or non-tty, 80-column) console.
-        console.print(f"  {row.server:12} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
-                      f"{total:>7}  {status}", soft_wrap=True)
+        console.print(
+            f"  {row.server:12} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
+            f"{total:>7}  {status}",
+            soft_wrap=True,
+        )
 
     runner = Runner(config, on_event=lambda message: console.print(f"[bold]>[/] {message}"), on_row=on_row)
     console.print(f"run folder: {runner.run_dir}")
@@ -125,14 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reference", help="the server the others are compared with (default: legacy)")
     run.add_argument("--config", help="a harness.toml file")
     run.add_argument("--api-key", help="API key for the servers (or env HARNESS_API_KEY)")
-    run.add_argument("--context-tokens", metavar="N[,N...]",
-                     help="replay each scenario with its system prompt grown or cut to about N tokens, "
-                          "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N")
+    run.add_argument(
+        "--context-tokens",
+        metavar="N[,N...]",
+        help="replay each scenario with its system prompt grown or cut to about N tokens, "
+        "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N",
+    )
     run.add_argument("--concurrency", type=int, help="independent sessions at once against one server")
     run.add_argument("--warmup", action="store_true", help="send one unmeasured warm-up request per server")
-    run.add_argument("--bound", action="store_true", default=None,
-                     help="after the servers, measure the cache-perfect follow-up cost in-process with "
-                          "mlx-lm (bound.json; about a minute for agent-session on two cores)")
+    run.add_argument(
+        "--bound",
+        action="store_true",
+        default=None,
+        help="after the servers, measure the cache-perfect follow-up cost in-process with "
+        "mlx-lm (bound.json; about a minute for agent-session on two cores)",
+    )
     run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build-model", help="build the built-in offline model (no download)")

@@ -25,8 +25,13 @@ SKIP_REASON = "live server benchmark: pass --benchmark to start the servers and 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "migration harness (live server benchmarks)")
-    group.addoption("--benchmark", action="store_true", default=False, dest="harness_benchmark",
-                    help="run the live_benchmark tests: start the servers, replay the scenarios, apply the gate")
+    group.addoption(
+        "--benchmark",
+        action="store_true",
+        default=False,
+        dest="harness_benchmark",
+        help="run the live_benchmark tests: start the servers, replay the scenarios, apply the gate",
+    )
     group.addoption("--harness-servers", metavar="A,B", help="servers to compare (default: [tool.harness] servers)")
     group.addoption("--harness-scenarios", metavar="X,Y", help="scenario names or YAML paths")
     group.addoption("--harness-model", metavar="DIR", help="a local mlx-lm model folder (default: built-in)")
@@ -75,8 +80,7 @@ class HarnessSession:
         from harness.server.process import stop_all
 
         if self._run_dir is not None:
-            raise RuntimeError("the harness run of this session has already been replayed; "
-                               "benchmark it with rounds=1")
+            raise RuntimeError("the harness run of this session has already been replayed; benchmark it with rounds=1")
         self.prepare()
         try:
             self._run_dir = self._runner.run()
@@ -105,9 +109,13 @@ def harness_config(pytestconfig: pytest.Config) -> Any:
     from harness.run.config import load_config
 
     option = pytestconfig.getoption
-    overrides = {"servers": _csv(option("harness_servers")), "scenarios": _csv(option("harness_scenarios")),
-                 "model": option("harness_model"), "repeats": option("harness_repeats"),
-                 "out": option("harness_out")}
+    overrides = {
+        "servers": _csv(option("harness_servers")),
+        "scenarios": _csv(option("harness_scenarios")),
+        "model": option("harness_model"),
+        "repeats": option("harness_repeats"),
+        "out": option("harness_out"),
+    }
     config_file = option("harness_config")
     return load_config(Path(config_file) if config_file else None, overrides, project_dir=pytestconfig.rootpath)
 
@@ -142,9 +150,14 @@ def benchmark_figures(summary: Any, meta: dict[str, Any]) -> dict[str, Any]:
 
     scenario = summary.headline
     figures: dict[str, Any] = {
-        "run_id": meta.get("run_id"), "model": (meta.get("model") or {}).get("name"),
-        "scenario": scenario, "reference": summary.reference, "status": meta.get("status"),
-        "servers": {}, "ratios": {}, "conformance": {},
+        "run_id": meta.get("run_id"),
+        "model": (meta.get("model") or {}).get("name"),
+        "scenario": scenario,
+        "reference": summary.reference,
+        "status": meta.get("status"),
+        "servers": {},
+        "ratios": {},
+        "conformance": {},
     }
     for server in summary.servers:
         cache = summary.cache_for(server, ALL)
@@ -156,7 +169,8 @@ def benchmark_figures(summary: Any, meta: dict[str, Any]) -> dict[str, Any]:
             "cache_files": int(cache.get("files_created") or 0),
             "cache_bytes": int(cache.get("bytes_created") or 0),
             "cache_reuse_seen": int(cache.get("reuse_seen") or 0),
-            "requests": int(fails.get("requests") or 0), "errors": int(fails.get("errors") or 0),
+            "requests": int(fails.get("requests") or 0),
+            "errors": int(fails.get("errors") or 0),
             "rows_failing_checks": int(fails.get("check_failures") or 0),
         }
     for server in summary.others:
@@ -167,7 +181,9 @@ def benchmark_figures(summary: Any, meta: dict[str, Any]) -> dict[str, Any]:
         verdict = summary.verdicts.get(server)
         figures["conformance"][server] = {
             "drop_in": verdict.drop_in if verdict else None,
-            "regressions": [f"{r.scenario} turn {r.turn}: {r.check}" for r in (verdict.regressions if verdict else [])][:20],
+            "regressions": [f"{r.scenario} turn {r.turn}: {r.check}" for r in (verdict.regressions if verdict else [])][
+                :20
+            ],
             "compared": verdict.compared if verdict else 0,
         }
     return figures

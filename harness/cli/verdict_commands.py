@@ -28,8 +28,9 @@ def load_gate_settings(config_file: str | None = None) -> dict[str, Any]:
     return load_config(Path(config_file) if config_file else None).gate
 
 
-def run_gate(run_dir: str | Path, config_file: str | None = None,
-             baseline: str | None = None) -> tuple[list[GateResult], str]:
+def run_gate(
+    run_dir: str | Path, config_file: str | None = None, baseline: str | None = None
+) -> tuple[list[GateResult], str]:
     """The gate results and the printed text (one line per gate, then the verdict)."""
     results = gate_run(run_dir, load_gate_settings(config_file), baseline)
     return results, "\n".join([*(r.line() for r in results), verdict_line(results)])
@@ -44,17 +45,25 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from harness.verdicts.claims import REFUTED, read_claims, report_markdown, verify_claims
     from harness.analysis.run_folder import load_run
+    from harness.verdicts.claims import REFUTED, read_claims, report_markdown, verify_claims
 
     table = read_claims(args.readme)
     run_dir = require_run_dir(args.run)
     summary, meta = load_run(run_dir)
-    report = verify_claims(table, summary, meta, reference=args.reference, server=args.server,
-                           scenario=args.scenario, tolerance=args.tolerance)
+    report = verify_claims(
+        table,
+        summary,
+        meta,
+        reference=args.reference,
+        server=args.server,
+        scenario=args.scenario,
+        tolerance=args.tolerance,
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps([v.as_dict() for v in report.verdicts], indent=2) + "\n",
-                                   encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps([v.as_dict() for v in report.verdicts], indent=2) + "\n", encoding="utf-8"
+        )
     print(report_markdown(report))
     return 1 if args.strict and any(v.verdict == REFUTED for v in report.verdicts) else 0
 
@@ -68,8 +77,7 @@ def cmd_readme(args: argparse.Namespace) -> int:
         print(block)
         return 0
     changed = update_file(Path(args.update), block)
-    print(f"{args.update}: comparison table {'updated' if changed else 'already up to date'} "
-          f"(from {run_dir})")
+    print(f"{args.update}: comparison table {'updated' if changed else 'already up to date'} (from {run_dir})")
     return 0
 
 
@@ -80,8 +88,9 @@ def register_commands(sub: Any) -> None:
     gate = sub.add_parser("gate", help="apply the CI thresholds of [tool.harness.gate] to a run; exit 1 on a failure")
     gate.add_argument("run_dir")
     gate.add_argument("--config", help="a harness.toml file (default: pyproject.toml / harness.toml here)")
-    gate.add_argument("--baseline", help="a saved run folder: no ratio may fall below it by more than "
-                                         "max_baseline_regression_pct")
+    gate.add_argument(
+        "--baseline", help="a saved run folder: no ratio may fall below it by more than max_baseline_regression_pct"
+    )
     gate.add_argument("--json", metavar="FILE", help="also write the gate results as JSON")
     gate.set_defaults(func=cmd_gate)
 
@@ -91,14 +100,21 @@ def register_commands(sub: Any) -> None:
     claims.add_argument("--reference", help="run server standing for the table's old-server column")
     claims.add_argument("--server", help="run server standing for the table's new-server column")
     claims.add_argument("--scenario", help="scenario whose latencies are compared (default: the headline)")
-    claims.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help=f"a claimed N x is confirmed from N/TOLERANCE measured (default {TOLERANCE:g})")
+    claims.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help=f"a claimed N x is confirmed from N/TOLERANCE measured (default {TOLERANCE:g})",
+    )
     claims.add_argument("--strict", action="store_true", help="exit 1 when a claim is refuted")
     claims.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON")
     claims.set_defaults(func=cmd_claims)
 
     readme = sub.add_parser("readme", help="render the comparison table of a run; --update writes it into a file")
     readme.add_argument("run_dir")
-    readme.add_argument("--update", metavar="FILE", help="replace the table between the "
-                        "<!-- harness:comparison:start/end --> markers in FILE")
+    readme.add_argument(
+        "--update",
+        metavar="FILE",
+        help="replace the table between the <!-- harness:comparison:start/end --> markers in FILE",
+    )
     readme.set_defaults(func=cmd_readme)

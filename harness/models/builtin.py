@@ -2,15 +2,16 @@
 
 ``build_model`` writes an mlx-lm loadable folder (config.json, model.safetensors, a BPE tokenizer of
 our own and a chat template) that both servers serve. The weights are random: latency and cache
-behaviour are real, the text is noise. Models trained to emit tool calls are trained by ``training.py`` and shipped in ``harness/data/models``.
+behaviour are real, the text is noise. Models trained to emit tool calls are trained by ``training.py``
+and shipped in ``harness/data/models``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from harness.core.paths import built_models_dir, committed_models_dir, data_dir
 
@@ -71,7 +72,7 @@ To call a function, answer with a JSON object inside <tool_call></tool_call> tag
 {%- endfor -%}
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif -%}
-""".strip()
+""".strip()  # noqa: E501 - Jinja source kept verbatim: wrapping a line changes the rendered text
 
 # Small and fast on two CPU cores, yet long prompts still cost real prefill time.
 TINY_QWEN2_CONFIG = {
@@ -90,8 +91,6 @@ TINY_QWEN2_CONFIG = {
     "tie_word_embeddings": True,
     "torch_dtype": "float32",
 }
-
-
 
 
 def corpus_texts() -> list[str]:
@@ -119,8 +118,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
+        chat_template=HERMES_CHAT_TEMPLATE,
     )
-    wrapped.chat_template = HERMES_CHAT_TEMPLATE
     return wrapped
 
 

@@ -4,7 +4,7 @@ Three ways a model can write a tool call, each with a chat template that renders
 tool schemas, assistant tool calls (arguments as a JSON string or a dict), tool results and the
 generation prompt:
 
-- ``hermes``: Hermes / Qwen2.5 JSON inside ``<tool_call>`` tags (the template of ``fixtures.py``).
+- ``hermes``: Hermes / Qwen2.5 JSON inside ``<tool_call>`` tags (the template of ``builtin.py``).
 - ``qwen-xml``: Qwen3-Coder XML, ``<tool_call><function=NAME><parameter=KEY>VALUE</parameter>...``.
 - ``harmony``: Harmony (GPT-OSS) messages; a call is
   ``<|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{ARGS}<|call|>``
@@ -149,7 +149,7 @@ VALUE
 {%- endfor -%}
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif -%}
-""".strip()
+""".strip()  # noqa: E501 - Jinja source kept verbatim: wrapping a line changes the rendered text
 
 # --- Harmony style -----------------------------------------------------------------------------
 
@@ -224,7 +224,7 @@ namespace functions {
 {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt %}<|start|>assistant{% endif -%}
-""".strip()
+""".strip()  # noqa: E501 - Jinja source kept verbatim: wrapping a line changes the rendered text
 
 HARMONY_SPECIAL_TOKENS = [
     "<|start|>",

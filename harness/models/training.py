@@ -1,6 +1,6 @@
 """Small models trained to emit tool calls, one per dialect, so tool calling can be checked offline.
 
-The random-weight model of ``fixtures.py`` produces noise: fine for latency, useless for checking
+The random-weight model of ``builtin.py`` produces noise: fine for latency, useless for checking
 whether a server returns the right tool call. The models built here are small too (a 4-layer,
 128-wide qwen2, about 5 MB in float32) but trained on generated coding-agent conversations, so that
 their GREEDY answer is:
@@ -74,55 +74,303 @@ OTHER_SYSTEM_PROMPTS = [
 
 # --- Building blocks of the generated conversations --------------------------------------------
 
-DIRS = ["src", "lib", "app", "tests", "scripts", "docs", "pkg", "core", "api", "cmd", "internal", "web", "server",
-        "tools", "config", "examples", "bin", "services"]
-NAMES = ["app", "main", "utils", "models", "views", "config", "db", "auth", "cli", "parser", "server", "client",
-         "handlers", "routes", "schema", "cache", "settings", "helpers", "api", "core", "index", "logger", "worker",
-         "tasks", "types", "errors", "storage", "session", "users", "orders", "payment", "queue", "render",
-         "search", "loader", "engine", "build", "deploy", "metrics", "report", "user_service", "data_loader",
-         "http_client", "backup", "cron", "mailer", "invoice", "events", "stats", "widget"]
-EXTS = [".py"] * 6 + [".js", ".ts", ".go", ".rs", ".md", ".json", ".yaml", ".toml", ".txt", ".sh", ".c", ".java",
-                      ".rb", ".cfg", ".tsx", ".h"]
-ROOT_FILES = ["README.md", "setup.py", "Makefile", "pyproject.toml", "package.json", "Cargo.toml", "go.mod",
-              "requirements.txt", "Dockerfile", ".gitignore", "setup.cfg", "tox.ini", "CHANGELOG.md", "main.py"]
+DIRS = [
+    "src",
+    "lib",
+    "app",
+    "tests",
+    "scripts",
+    "docs",
+    "pkg",
+    "core",
+    "api",
+    "cmd",
+    "internal",
+    "web",
+    "server",
+    "tools",
+    "config",
+    "examples",
+    "bin",
+    "services",
+]
+NAMES = [
+    "app",
+    "main",
+    "utils",
+    "models",
+    "views",
+    "config",
+    "db",
+    "auth",
+    "cli",
+    "parser",
+    "server",
+    "client",
+    "handlers",
+    "routes",
+    "schema",
+    "cache",
+    "settings",
+    "helpers",
+    "api",
+    "core",
+    "index",
+    "logger",
+    "worker",
+    "tasks",
+    "types",
+    "errors",
+    "storage",
+    "session",
+    "users",
+    "orders",
+    "payment",
+    "queue",
+    "render",
+    "search",
+    "loader",
+    "engine",
+    "build",
+    "deploy",
+    "metrics",
+    "report",
+    "user_service",
+    "data_loader",
+    "http_client",
+    "backup",
+    "cron",
+    "mailer",
+    "invoice",
+    "events",
+    "stats",
+    "widget",
+]
+EXTS = [".py"] * 6 + [
+    ".js",
+    ".ts",
+    ".go",
+    ".rs",
+    ".md",
+    ".json",
+    ".yaml",
+    ".toml",
+    ".txt",
+    ".sh",
+    ".c",
+    ".java",
+    ".rb",
+    ".cfg",
+    ".tsx",
+    ".h",
+]
+ROOT_FILES = [
+    "README.md",
+    "setup.py",
+    "Makefile",
+    "pyproject.toml",
+    "package.json",
+    "Cargo.toml",
+    "go.mod",
+    "requirements.txt",
+    "Dockerfile",
+    ".gitignore",
+    "setup.cfg",
+    "tox.ini",
+    "CHANGELOG.md",
+    "main.py",
+]
 # Syllables of made-up file and folder names.
-SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "zo", "pi", "qu", "ex", "bar", "foo", "baz", "vel", "dor", "gin",
-             "sol", "tin", "wex", "yum", "ark", "fin", "gor", "hal", "jet", "kip", "mox", "nub", "ops", "ply"]
-FUNC_NAMES = ["main", "load_config", "parse_args", "create_app", "run", "handle_request", "connect", "save",
-              "render_page", "get_user", "send_email", "build_index", "compute_total", "validate", "start_server",
-              "fetch_data", "close", "retry", "format_date", "init_db", "cleanup", "process_batch", "login",
-              "export_csv", "read_file", "apply_patch", "schedule", "resize_image", "merge", "tokenize"]
-TEST_COMMANDS = ["pytest -q", "pytest", "pytest -x", "python -m pytest -q", "npm test", "make test", "cargo test",
-                 "go test ./...", "tox", "yarn test", "pytest -q {test}", "pytest {test}", "pytest -k {word}"]
-OTHER_COMMANDS = ["git status", "git diff", "git log --oneline -5", "ls -la", "ls {dir}", "python {py}", "make",
-                  "npm run build", "ruff check .", "mypy {dir}", "black --check .", "wc -l {path}", "git branch",
-                  "pip list", "du -sh {dir}", "node {js}", "./scripts/{name}.sh", "docker ps", "git show --stat",
-                  "npm install", "pip install -e .", "cargo build", "go build ./...", "git diff --stat", "pwd"]
-PATTERNS = ["TODO", "FIXME", "def main", "import os", "class User", "raise ValueError", "async def", "logger.info",
-            "return None", "self.cache", "api_key", "deprecated", "timeout", "localhost", "password", "retry",
-            "print", "assert", "HTTPError", "open"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ru",
+    "ta",
+    "zo",
+    "pi",
+    "qu",
+    "ex",
+    "bar",
+    "foo",
+    "baz",
+    "vel",
+    "dor",
+    "gin",
+    "sol",
+    "tin",
+    "wex",
+    "yum",
+    "ark",
+    "fin",
+    "gor",
+    "hal",
+    "jet",
+    "kip",
+    "mox",
+    "nub",
+    "ops",
+    "ply",
+]
+FUNC_NAMES = [
+    "main",
+    "load_config",
+    "parse_args",
+    "create_app",
+    "run",
+    "handle_request",
+    "connect",
+    "save",
+    "render_page",
+    "get_user",
+    "send_email",
+    "build_index",
+    "compute_total",
+    "validate",
+    "start_server",
+    "fetch_data",
+    "close",
+    "retry",
+    "format_date",
+    "init_db",
+    "cleanup",
+    "process_batch",
+    "login",
+    "export_csv",
+    "read_file",
+    "apply_patch",
+    "schedule",
+    "resize_image",
+    "merge",
+    "tokenize",
+]
+TEST_COMMANDS = [
+    "pytest -q",
+    "pytest",
+    "pytest -x",
+    "python -m pytest -q",
+    "npm test",
+    "make test",
+    "cargo test",
+    "go test ./...",
+    "tox",
+    "yarn test",
+    "pytest -q {test}",
+    "pytest {test}",
+    "pytest -k {word}",
+]
+OTHER_COMMANDS = [
+    "git status",
+    "git diff",
+    "git log --oneline -5",
+    "ls -la",
+    "ls {dir}",
+    "python {py}",
+    "make",
+    "npm run build",
+    "ruff check .",
+    "mypy {dir}",
+    "black --check .",
+    "wc -l {path}",
+    "git branch",
+    "pip list",
+    "du -sh {dir}",
+    "node {js}",
+    "./scripts/{name}.sh",
+    "docker ps",
+    "git show --stat",
+    "npm install",
+    "pip install -e .",
+    "cargo build",
+    "go build ./...",
+    "git diff --stat",
+    "pwd",
+]
+PATTERNS = [
+    "TODO",
+    "FIXME",
+    "def main",
+    "import os",
+    "class User",
+    "raise ValueError",
+    "async def",
+    "logger.info",
+    "return None",
+    "self.cache",
+    "api_key",
+    "deprecated",
+    "timeout",
+    "localhost",
+    "password",
+    "retry",
+    "print",
+    "assert",
+    "HTTPError",
+    "open",
+]
 
-READ_ASKS = ["Read {p}", "Read {p}.", "Please read {p}.", "Open {p}.", "Show me {p}.", "Can you read {p}?",
-             "Read the file {p}.", "Let's start: read {p}.", "Check {p} for me.", "First, read {p}.",
-             "Please open {p} and show me what is in it.", "Take a look at {p}.", "Read {p}, please.",
-             "I need to see {p}. Read it."]
-BASH_ASKS = ["Run {c}", "Run {c}.", "Please run {c}.", "Execute {c}.", "Can you run {c}?",
-             "Run {c} and show me the output.", "Now run {c}.", "Run `{c}`.", "Try {c}.", "Please execute `{c}`."]
-TEST_ASKS = ["Now run the tests with {c}.", "Run the tests with {c}.", "Run the test suite: {c}.",
-             "Please run the tests using {c}.", "Let's run the tests: {c}."]
-GREP_ASKS = ['Search for "{pat}" in {d}.', "Grep for {pat} in {d}.", 'Find "{pat}" in {d}.',
-             'Look for "{pat}" under {d}.']
+READ_ASKS = [
+    "Read {p}",
+    "Read {p}.",
+    "Please read {p}.",
+    "Open {p}.",
+    "Show me {p}.",
+    "Can you read {p}?",
+    "Read the file {p}.",
+    "Let's start: read {p}.",
+    "Check {p} for me.",
+    "First, read {p}.",
+    "Please open {p} and show me what is in it.",
+    "Take a look at {p}.",
+    "Read {p}, please.",
+    "I need to see {p}. Read it.",
+]
+BASH_ASKS = [
+    "Run {c}",
+    "Run {c}.",
+    "Please run {c}.",
+    "Execute {c}.",
+    "Can you run {c}?",
+    "Run {c} and show me the output.",
+    "Now run {c}.",
+    "Run `{c}`.",
+    "Try {c}.",
+    "Please execute `{c}`.",
+]
+TEST_ASKS = [
+    "Now run the tests with {c}.",
+    "Run the tests with {c}.",
+    "Run the test suite: {c}.",
+    "Please run the tests using {c}.",
+    "Let's run the tests: {c}.",
+]
+GREP_ASKS = [
+    'Search for "{pat}" in {d}.',
+    "Grep for {pat} in {d}.",
+    'Find "{pat}" in {d}.',
+    'Look for "{pat}" under {d}.',
+]
 GREP_ASKS_NO_PATH = ['Search the code for "{pat}".', "Grep for {pat}.", 'Find every "{pat}".']
-MULTI_READ_ASKS = ["Read {a} and {b}.", "Please read {a} and {b}.", "Open {a} and {b}.", "Read {a}, {b} and {c}.",
-                   "Read both {a} and {b}."]
+MULTI_READ_ASKS = [
+    "Read {a} and {b}.",
+    "Please read {a} and {b}.",
+    "Open {a} and {b}.",
+    "Read {a}, {b} and {c}.",
+    "Read both {a} and {b}.",
+]
 MIXED_ASKS = ["Read {p} and run {c}.", "Run {c} and read {p}.", "Run {c} and {c2}.", "Please run {c} and then {c2}."]
 
 # Plain questions and the answers they get. The answers need not be clever: they must be plain text.
 PLAIN = {
-    "What does this project do?": ["It is a small web service with a command line interface.",
-                                   "It is a library with a few helper modules and tests."],
-    "What should I fix first?": ["Start with the failing test, then clean up the warnings.",
-                                 "Fix the error handling in the main module first."],
+    "What does this project do?": [
+        "It is a small web service with a command line interface.",
+        "It is a library with a few helper modules and tests.",
+    ],
+    "What should I fix first?": [
+        "Start with the failing test, then clean up the warnings.",
+        "Fix the error handling in the main module first.",
+    ],
     "Did the tests pass?": ["Yes, the tests passed.", "Some tests failed; see the output above."],
     "Did all the tests pass?": ["Yes, all the tests passed.", "No, some tests failed."],
     "Summarize what you found in one sentence.": ["The code is small and works, but it needs more tests."],
@@ -191,8 +439,13 @@ class ConversationGenerator:
         r = self.rng
         template = r.choice(TEST_COMMANDS if tests else OTHER_COMMANDS)
         return template.format(
-            test=f"tests/test_{self.word()}.py", word=self.word(), dir=self.directory(), py=f"{self.word()}.py",
-            path=self.path(), js=f"{self.word()}.js", name=self.word(),
+            test=f"tests/test_{self.word()}.py",
+            word=self.word(),
+            dir=self.directory(),
+            py=f"{self.word()}.py",
+            path=self.path(),
+            js=f"{self.word()}.js",
+            name=self.word(),
         )
 
     # Tool results and the answers that follow them ----------------------------------------------
@@ -202,8 +455,10 @@ class ConversationGenerator:
         if path.endswith(".py"):
             lines = [f"import {r.choice(['os', 'sys', 'json', 're', 'time'])}", ""]
             for name in names:
-                lines += [f"def {name}({r.choice(['', 'path', 'data', 'x, y', 'config'])}):",
-                          f"    return {r.choice(['None', 'True', '0', 'data', 'path'])}"]
+                lines += [
+                    f"def {name}({r.choice(['', 'path', 'data', 'x, y', 'config'])}):",
+                    f"    return {r.choice(['None', 'True', '0', 'data', 'path'])}",
+                ]
         elif path.endswith((".md", ".txt")):
             lines = [f"# {self.word().title()}", "", f"See {names[0]} for details."]
         elif path.endswith((".json", ".yaml", ".toml", ".cfg", ".ini")):
@@ -218,8 +473,11 @@ class ConversationGenerator:
             passed, failed = r.randint(1, 40), (r.randint(1, 3) if r.random() < 0.3 else 0)
             seconds = f"{r.randint(0, 9)}.{r.randint(10, 99)}s"
             if failed:
-                return (f"FAILED tests/test_{self.word()}.py::test_{r.choice(FUNC_NAMES)}\n"
-                        f"{failed} failed, {passed} passed in {seconds}", f"{failed} of the tests failed.")
+                return (
+                    f"FAILED tests/test_{self.word()}.py::test_{r.choice(FUNC_NAMES)}\n"
+                    f"{failed} failed, {passed} passed in {seconds}",
+                    f"{failed} of the tests failed.",
+                )
             return f"{'.' * min(passed, 20)}\n{passed} passed in {seconds}", f"All {passed} tests passed."
         if command.startswith("git status"):
             return "On branch main\nnothing to commit, working tree clean", "The working tree is clean."
@@ -227,8 +485,9 @@ class ConversationGenerator:
             entries = [self.path().split("/")[-1] for _ in range(r.randint(2, 5))]
             return "\n".join(entries), f"The directory has {len(entries)} entries."
         if command.startswith("git log"):
-            return "\n".join(f"{r.getrandbits(28):07x} {r.choice(['Fix', 'Add', 'Update'])} {self.word()}"
-                             for _ in range(3)), "Those are the latest commits."
+            return "\n".join(
+                f"{r.getrandbits(28):07x} {r.choice(['Fix', 'Add', 'Update'])} {self.word()}" for _ in range(3)
+            ), "Those are the latest commits."
         if r.random() < 0.2:
             return f"error: {self.word()} not found\nexit code 1", "The command failed with exit code 1."
         return f"{self.word()} {r.randint(1, 99)}\ndone", "The command finished without errors."
@@ -261,15 +520,16 @@ class ConversationGenerator:
             return r.choice(GREP_ASKS).format(pat=pat, d=d), [("Grep", {"pattern": pat, "path": d})]
         if kind == "multi":
             if r.random() < 0.6:
-                paths = []
+                paths: list[str] = []
                 while len(paths) < 3:
                     p = self.path()
                     if p not in paths:
                         paths.append(p)
                 ask = r.choice(MULTI_READ_ASKS)
                 count = 3 if "{c}" in ask else 2
-                return ask.format(a=paths[0], b=paths[1], c=paths[2]), [("Read", {"file_path": p}) for p in
-                                                                        paths[:count]]
+                return ask.format(a=paths[0], b=paths[1], c=paths[2]), [
+                    ("Read", {"file_path": p}) for p in paths[:count]
+                ]
             ask = r.choice(MIXED_ASKS)
             p, c, c2 = self.path(), self.command(r.random() < 0.5), self.command(False)
             while c2 == c:
@@ -300,13 +560,18 @@ class ConversationGenerator:
             self._call_serial += 1
             # Arguments as the API sends them (a JSON string) or already parsed (as MLX-Textgen passes them).
             arguments: Any = json.dumps(args) if r.random() < 0.7 else dict(args)
-            tool_calls.append({"id": f"call_{self._call_serial}", "type": "function",
-                               "function": {"name": name, "arguments": arguments}})
+            tool_calls.append(
+                {
+                    "id": f"call_{self._call_serial}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            )
         return {"role": "assistant", "content": None, "tool_calls": tool_calls}
 
     def tool_messages(self, message: dict[str, Any], outputs: list[str], legacy: bool) -> list[dict[str, Any]]:
         out = []
-        for call, output in zip(message["tool_calls"], outputs):
+        for call, output in zip(message["tool_calls"], outputs, strict=True):
             name = call["function"]["name"]
             if legacy:  # how the legacy server passes a tool result on: as a user message
                 out.append({"role": "user", "content": f"Tool {name} returned:\n{output}"})
@@ -354,7 +619,7 @@ class ConversationGenerator:
         kinds: list[str] = []
         legacy = r.random() < 0.25
         names = {tool["function"]["name"] for tool in tools or []}
-        for step in (self.plan() if tools else ["plain"] * r.randint(1, 3)):
+        for step in self.plan() if tools else ["plain"] * r.randint(1, 3):
             if step == "plain":
                 question = r.choice(PLAIN_QUESTIONS)
                 messages.append({"role": "user", "content": question})
@@ -372,7 +637,7 @@ class ConversationGenerator:
                 message = self.call_message(group)
                 messages.append(message)
                 kinds.append("multi" if len(calls) > 1 else "call")
-                outputs = [output for output, _ in results[done:done + len(group)]]
+                outputs = [output for output, _ in results[done : done + len(group)]]
                 messages.extend(self.tool_messages(message, outputs, legacy))
                 done += len(group)
             summary = " ".join(line for _, line in results)
@@ -384,6 +649,7 @@ class ConversationGenerator:
 
 
 # --- Tokenizer, encoding and loss mask ---------------------------------------------------------
+
 
 @dataclass
 class Encoded:
@@ -436,8 +702,10 @@ def encode(tokenizer, dialect: Dialect, example: Example) -> Encoded:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     spans = answer_spans(dialect, text)
-    swap = {tokenizer.convert_tokens_to_ids(a): tokenizer.convert_tokens_to_ids(b)
-            for a, b in dialect.final_label_swap.items()}
+    swap = {
+        tokenizer.convert_tokens_to_ids(a): tokenizer.convert_tokens_to_ids(b)
+        for a, b in dialect.final_label_swap.items()
+    }
     cut = text.find(dialect.user_start)
     prefix = sum(1 for _, hi in offsets if hi <= cut) if cut >= 0 else 0
     labels = [-100] * len(ids)
@@ -488,18 +756,20 @@ TOOL_MODELS: dict[str, ToolModelSpec] = {
 assert tuple(TOOL_MODELS) == TOOL_MODEL_NAMES, "builtin.TOOL_MODEL_NAMES lists the models trained here"
 
 
-def _batches(encoded: list[Encoded], batch_size: int, steps: int, rng: random.Random):
+def _batches(
+    encoded: list[Encoded], batch_size: int, steps: int, rng: random.Random
+) -> list[tuple[list[int], list[Encoded]]]:
     """(shared prefix, batch) pairs: each batch has one system prompt and tool list, similar lengths."""
     groups: dict[tuple[int, ...], list[Encoded]] = {}
     for item in encoded:
-        groups.setdefault(tuple(item.ids[:item.prefix]), []).append(item)
-    batches = []
+        groups.setdefault(tuple(item.ids[: item.prefix]), []).append(item)
+    batches: list[tuple[list[int], list[Encoded]]] = []
     for prefix, items in groups.items():
         rng.shuffle(items)
         for i in range(0, len(items), batch_size * 8):
-            chunk = sorted(items[i:i + batch_size * 8], key=lambda item: len(item.ids))
+            chunk = sorted(items[i : i + batch_size * 8], key=lambda item: len(item.ids))
             for k in range(0, len(chunk) - batch_size + 1, batch_size):
-                batches.append((list(prefix), chunk[k:k + batch_size]))
+                batches.append((list(prefix), chunk[k : k + batch_size]))
     rng.shuffle(batches)
     return batches[:steps]
 
@@ -518,8 +788,13 @@ def _loss(model, prefix: list[int], batch: list[Encoded], pad: int):
             cache.key_cache[layer] = cache.key_cache[layer].expand(size, -1, -1, -1)
             cache.value_cache[layer] = cache.value_cache[layer].expand(size, -1, -1, -1)
         positions = torch.arange(start, start + width)
-        hidden = model.model(input_ids=ids, past_key_values=cache, position_ids=positions[None].expand(size, -1),
-                             cache_position=positions, use_cache=True).last_hidden_state
+        hidden = model.model(
+            input_ids=ids,
+            past_key_values=cache,
+            position_ids=positions[None].expand(size, -1),
+            cache_position=positions,
+            use_cache=True,
+        ).last_hidden_state
     else:
         hidden = model.model(input_ids=ids).last_hidden_state
     # Right padding under a causal mask cannot affect real tokens; logits only where a loss is taken.
@@ -540,11 +815,14 @@ def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: 
         item = encode(tokenizer, dialect, generator.conversation())
         if len(item.ids) <= spec.max_tokens:
             encoded.append(item)
-    singles = [encode(tokenizer, dialect, generator.single())
-               for _ in range(int(spec.steps * spec.single_batch_size * 1.3))]
+    singles = [
+        encode(tokenizer, dialect, generator.single()) for _ in range(int(spec.steps * spec.single_batch_size * 1.3))
+    ]
     lengths = sorted(len(item.ids) for item in encoded)
-    log(f"{len(encoded)} conversations, tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}; "
-        f"{len(singles)} single requests")
+    log(
+        f"{len(encoded)} conversations, tokens: median {lengths[len(lengths) // 2]}, max {lengths[-1]}; "
+        f"{len(singles)} single requests"
+    )
 
     config = dict(TOOL_MODEL_CONFIG)
     config["vocab_size"] = len(tokenizer)
@@ -578,11 +856,13 @@ def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: 
             _loss(model, *single_batches[step], pad).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        recent = (recent + [loss.item()])[-20:]
+        recent = [*recent, loss.item()][-20:]
         if step % 20 == 0 or step == len(batches) - 1:
             elapsed = time.perf_counter() - started
-            log(f"step {step + 1}/{len(batches)} loss {loss.item():.4f} (conversations, mean of last 20: "
-                f"{sum(recent) / len(recent):.4f}) {elapsed:.0f}s")
+            log(
+                f"step {step + 1}/{len(batches)} loss {loss.item():.4f} (conversations, mean of last 20: "
+                f"{sum(recent) / len(recent):.4f}) {elapsed:.0f}s"
+            )
     model.eval()
     return model, config, sum(recent) / len(recent)
 
@@ -611,6 +891,7 @@ def export(model, config: dict[str, Any], tokenizer, out_dir: Path, record: dict
 
 # --- Checking what the model does --------------------------------------------------------------
 
+
 def expected_answers(dialect: Dialect, example: Example) -> list[tuple[list[dict[str, Any]], str, dict]]:
     """(history before the answer, kind, the answer message) for every assistant answer."""
     out = []
@@ -633,19 +914,26 @@ def evaluate(model, tokenizer, dialect: Dialect, seed: int, conversations: int =
     for _ in range(conversations):
         example = generator.conversation()
         for history, kind, answer in expected_answers(dialect, example):
-            prompt = tokenizer.apply_chat_template(history, tools=example.tools, tokenize=False,
-                                                   add_generation_prompt=True)
+            prompt = tokenizer.apply_chat_template(
+                history, tools=example.tools, tokenize=False, add_generation_prompt=True
+            )
             ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
             with torch.no_grad():
-                out = model.generate(ids, max_new_tokens=96, do_sample=False, eos_token_id=end_ids,
-                                     pad_token_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=False)
+                out = model.generate(
+                    ids, max_new_tokens=96, do_sample=False, eos_token_id=end_ids, pad_token_id=tokenizer.pad_token_id
+                )
+            text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=False)
             content, calls = parse_output(dialect.name, text)
             if answer.get("tool_calls"):
-                want = [{"name": c["function"]["name"],
-                         "arguments": json.loads(c["function"]["arguments"]) if isinstance(
-                             c["function"]["arguments"], str) else c["function"]["arguments"]}
-                        for c in answer["tool_calls"]]
+                want = [
+                    {
+                        "name": c["function"]["name"],
+                        "arguments": json.loads(c["function"]["arguments"])
+                        if isinstance(c["function"]["arguments"], str)
+                        else c["function"]["arguments"],
+                    }
+                    for c in answer["tool_calls"]
+                ]
                 ok = calls == want
             else:
                 ok = not calls and bool(content)
@@ -657,8 +945,9 @@ def evaluate(model, tokenizer, dialect: Dialect, seed: int, conversations: int =
     return {"accuracy": {k: f"{v[0]}/{v[1]}" for k, v in sorted(totals.items())}, "failures": failures}
 
 
-def build_tool_model(dialect: str, out_dir: Path, seed: int | None = None, steps: int | None = None,
-                     log=print, threads: int = 1) -> Path:
+def build_tool_model(
+    dialect: str, out_dir: Path, seed: int | None = None, steps: int | None = None, log=print, threads: int = 1
+) -> Path:
     """Generates the data, trains, evaluates and writes one tool-call model folder."""
     import torch
     import transformers
@@ -687,7 +976,9 @@ def build_tool_model(dialect: str, out_dir: Path, seed: int | None = None, steps
         "layers": TOOL_MODEL_CONFIG["num_hidden_layers"],
         "final_loss": round(final_loss, 4),
         "held_out_accuracy": report["accuracy"],
-        "trained_with": f"torch {torch.__version__} (CPU, {threads} thread(s)), transformers {transformers.__version__}",
+        "trained_with": (
+            f"torch {torch.__version__} (CPU, {threads} thread(s)), transformers {transformers.__version__}"
+        ),
     }
     return export(model, config, tokenizer, out_dir, record)
 
@@ -698,15 +989,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default: the committed model folder)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (the committed models were trained with 1: results can differ with more)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (the committed models were trained with 1: results can differ with more)",
+    )
     args = parser.parse_args(argv)
     dialects = list(DIALECTS) if args.dialect == "all" else [args.dialect]
     for dialect in dialects:
         name = next(s.name for s in TOOL_MODELS.values() if s.dialect == dialect)
         out = args.out if (args.out and len(dialects) == 1) else tool_model_path(name)
-        path = build_tool_model(dialect, out, seed=args.seed, steps=args.steps,
-                                log=lambda msg: print(msg, flush=True), threads=args.threads)
+        path = build_tool_model(
+            dialect, out, seed=args.seed, steps=args.steps, log=lambda msg: print(msg, flush=True), threads=args.threads
+        )
         print(f"wrote {path}", flush=True)
     return 0
 

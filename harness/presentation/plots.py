@@ -55,9 +55,9 @@ def latency_per_turn(summary: Summary, out_dir: Path, model: str | None = None) 
     cols = min(len(scenarios), 3)
     rows = (len(scenarios) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
-    for ax, scenario in zip(axes.flat, scenarios):
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):  # the grid may have spare cells
         part = frame[frame["scenario"] == scenario]
-        values = []
+        values: list[float] = []
         for i, server in enumerate(summary.servers):
             mine = part[part["server"] == server]
             if mine.empty:
@@ -66,8 +66,14 @@ def latency_per_turn(summary: Summary, out_dir: Path, model: str | None = None) 
             grouped = mine.assign(_v=mine["total_s"].astype(float)).groupby("turn")["_v"]
             med, low, high = grouped.median(), grouped.min(), grouped.max()
             # Later servers get smaller markers so equal points of two servers both show.
-            (line,) = ax.plot(med.index, med.values, label=server, marker=MARKERS[i % len(MARKERS)],
-                              markersize=max(3, 8 - 2 * i), linestyle=STYLES[i % len(STYLES)])
+            (line,) = ax.plot(
+                med.index,
+                med.values,
+                label=server,
+                marker=MARKERS[i % len(MARKERS)],
+                markersize=max(3, 8 - 2 * i),
+                linestyle=STYLES[i % len(STYLES)],
+            )
             if (high > low).any():
                 ax.fill_between(med.index, low.values, high.values, alpha=0.15, color=line.get_color())
             values.extend(v for v in np.concatenate([low.values, high.values]) if v > 0)
@@ -82,7 +88,7 @@ def latency_per_turn(summary: Summary, out_dir: Path, model: str | None = None) 
         ax.set_ylabel("total time (s)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(scenarios):]:
+    for ax in list(axes.flat)[len(scenarios) :]:
         ax.set_visible(False)
     fig.suptitle(_title("Request latency per turn", model))
     return _save(fig, out_dir, "latency_per_turn.png")
@@ -103,16 +109,32 @@ def cache_bytes_per_turn(summary: Summary, out_dir: Path, model: str | None = No
         mine = live[live["server"] == server].sort_values("started_at").reset_index(drop=True)
         if mine.empty:
             continue
-        ax.plot(mine.index + 1, mine["cache_bytes_total"].astype(float) / 1e6, label=server,
-                marker=MARKERS[i % len(MARKERS)], markersize=3, linestyle=STYLES[i % len(STYLES)])
+        ax.plot(
+            mine.index + 1,
+            mine["cache_bytes_total"].astype(float) / 1e6,
+            label=server,
+            marker=MARKERS[i % len(MARKERS)],
+            markersize=3,
+            linestyle=STYLES[i % len(STYLES)],
+        )
         if longest is None or len(mine) > len(longest):
             longest = mine
+    assert longest is not None  # ``live`` has rows, and every row's server is in summary.servers
     # Scenario boundaries, so a jump can be traced to the conversation that caused it.
     starts = longest.index[longest["scenario"] != longest["scenario"].shift()]
     for start in starts:
         ax.axvline(start + 0.5, color="grey", alpha=0.4, linewidth=0.8)
-        ax.text(start + 0.7, 1.0, longest.loc[start, "scenario"], rotation=90, va="top", ha="left",
-                fontsize="x-small", color="grey", transform=ax.get_xaxis_transform())
+        ax.text(
+            start + 0.7,
+            1.0,
+            longest.loc[start, "scenario"],
+            rotation=90,
+            va="top",
+            ha="left",
+            fontsize="x-small",
+            color="grey",
+            transform=ax.get_xaxis_transform(),
+        )
     ax.xaxis.set_major_locator(_integer_locator())
     ax.set_xlabel("request, in run order (every turn of every repeat)")
     ax.set_ylabel("cache on disk (MB)")
@@ -125,10 +147,14 @@ def cache_bytes_per_turn(summary: Summary, out_dir: Path, model: str | None = No
 def first_vs_followup(summary: Summary, out_dir: Path, model: str | None = None) -> Path | None:
     """Median first-request vs follow-up latency per server (headline scenario), with 95% CIs."""
     scenario = summary.headline
-    kinds = [("first_total_s", "first request"), ("follow_up_total_s", "follow-ups"),
-             ("restart_total_s", "after restart")]
+    kinds = [
+        ("first_total_s", "first request"),
+        ("follow_up_total_s", "follow-ups"),
+        ("restart_total_s", "after restart"),
+    ]
     table: dict[str, list[dict[str, Any]]] = {
-        label: [summary.stat(scenario, s, m) for s in summary.servers] for m, label in kinds}
+        label: [summary.stat(scenario, s, m) for s in summary.servers] for m, label in kinds
+    }
     table = {k: v for k, v in table.items() if any(d["n"] for d in v)}
     if not table or not summary.servers:
         return None
@@ -141,8 +167,9 @@ def first_vs_followup(summary: Summary, out_dir: Path, model: str | None = None)
         low = np.array([d["ci95_low"] for d in stats], dtype=float)
         high = np.array([d["ci95_high"] for d in stats], dtype=float)
         yerr = np.nan_to_num(np.vstack([med - low, high - med]), nan=0.0).clip(min=0)
-        bars = ax.bar(x + (i - (len(table) - 1) / 2) * width, np.nan_to_num(med), width,
-                      yerr=yerr, capsize=4, label=label)
+        bars = ax.bar(
+            x + (i - (len(table) - 1) / 2) * width, np.nan_to_num(med), width, yerr=yerr, capsize=4, label=label
+        )
         ax.bar_label(bars, labels=[f"{v:.3g} s" if np.isfinite(v) else "" for v in med], fontsize="small")
     ax.set_xticks(x, summary.servers)
     ax.set_ylabel("median total time (s)")
@@ -161,14 +188,17 @@ def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None
     frame = frame[frame["context_tokens"].notna() & frame["total_s"].notna()]
     if frame.empty or frame["context_tokens"].nunique() < 2:
         return None
-    frame = frame.assign(_base=frame["scenario"].str.rsplit("@", n=1).str[0],
-                         _size=frame["context_tokens"].astype(int), _v=frame["total_s"].astype(float))
+    frame = frame.assign(
+        _base=frame["scenario"].str.rsplit("@", n=1).str[0],
+        _size=frame["context_tokens"].astype(int),
+        _v=frame["total_s"].astype(float),
+    )
     bases = list(dict.fromkeys(frame["_base"]))[:MAX_SUBPLOTS]
     plt = _pyplot()
     cols = min(len(bases), 2)
     rows = (len(bases) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.2 * rows), squeeze=False)
-    for ax, base in zip(axes.flat, bases):
+    for ax, base in zip(axes.flat, bases, strict=False):  # the grid may have spare cells
         part = frame[frame["_base"] == base]
         for i, server in enumerate(summary.servers):
             mine = part[part["server"] == server]
@@ -176,8 +206,14 @@ def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None
                 med = mine[mine["request_kind"] == kind].groupby("_size")["_v"].median()
                 if med.empty:
                     continue
-                ax.plot(med.index, med.values, label=f"{server} {kind}", linestyle=style,
-                        marker=MARKERS[i % len(MARKERS)], color=f"C{i}")
+                ax.plot(
+                    med.index,
+                    med.values,
+                    label=f"{server} {kind}",
+                    linestyle=style,
+                    marker=MARKERS[i % len(MARKERS)],
+                    color=f"C{i}",
+                )
         sizes = sorted(part["_size"].unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
@@ -189,14 +225,15 @@ def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
             # Minor ticks labelled at 2, 3 and 5 times a power of ten only, so labels never collide.
-            ax.yaxis.set_minor_formatter(FuncFormatter(
-                lambda v, _pos: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "235" else ""))
+            ax.yaxis.set_minor_formatter(
+                FuncFormatter(lambda v, _pos: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "235" else "")
+            )
         ax.set_title(f"{base} (solid: first request, dashed: follow-ups)", fontsize="medium")
         ax.set_xlabel("system prompt (tokens, --context-tokens)")
         ax.set_ylabel("median total time (s)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(bases):]:
+    for ax in list(axes.flat)[len(bases) :]:
         ax.set_visible(False)
     fig.suptitle(_title("Latency against context size", model))
     return _save(fig, out_dir, "latency_vs_context.png")

@@ -31,20 +31,18 @@ KNOWN_QUIRKS: dict[str, tuple[Any, str]] = {
 }
 
 METRIC_LABELS = {
-    "first_total_s": "first request", "first_ttft_s": "first request, time to first token",
-    "follow_up_total_s": "follow-ups", "follow_up_ttft_s": "follow-ups, time to first token",
-    "restart_total_s": "first request after restart", "side_total_s": "side requests",
+    "first_total_s": "first request",
+    "first_ttft_s": "first request, time to first token",
+    "follow_up_total_s": "follow-ups",
+    "follow_up_ttft_s": "follow-ups, time to first token",
+    "restart_total_s": "first request after restart",
+    "side_total_s": "side requests",
     "decode_tok_s": "decode rate",
     "completion_tokens": "completion tokens",
 }
 
 
 # --- formatting ---------------------------------------------------------------------------------
-
-
-
-
-
 
 
 def _reuse_text(cache: dict[str, Any]) -> str:
@@ -68,6 +66,7 @@ def _files_text(cache: dict[str, Any]) -> str:
 
 # --- the comparison table -----------------------------------------------------------------------
 
+
 def _label(run_meta: dict[str, Any], server: str) -> str:
     return ((run_meta.get("servers") or {}).get(server) or {}).get("label") or server
 
@@ -86,8 +85,9 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
                 continue
             note = f"{server} {what} (quirk on)"
             if key == "max_tokens_ignored" and not is_nan(tokens.get(server)):
-                vs = ", ".join(f"{tokens[o]:.0f} ({o})" for o in summary.servers
-                               if o != server and not is_nan(tokens.get(o)))
+                vs = ", ".join(
+                    f"{tokens[o]:.0f} ({o})" for o in summary.servers if o != server and not is_nan(tokens.get(o))
+                )
                 note += f": it generated {tokens[server]:.0f} tokens" + (f" vs {vs}" if vs else "")
                 note += " (median per request)"
             notes.append(note)
@@ -97,8 +97,9 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
     other_model = (run_meta.get("scenario_models") or {}).get(scenario or "")
     main_path = (run_meta.get("model") or {}).get("path")
     if other_model and other_model.get("path") != main_path:
-        notes.append(f"{scenario} ran on {other_model.get('name') or other_model.get('path')}, "
-                     "not the run's main model")
+        notes.append(
+            f"{scenario} ran on {other_model.get('name') or other_model.get('path')}, not the run's main model"
+        )
     status = run_meta.get("status")
     if status and status != "complete":
         notes.append(f"run {status}: figures come only from the requests recorded before it stopped")
@@ -110,7 +111,7 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
     scenario, servers, others = summary.headline, summary.servers, summary.others
     impr_cols = ["Improvement"] if len(others) == 1 else [f"Improvement ({o})" for o in others]
 
-    def stat_row(label: str, metric: str, ratio: str | None, better="faster", worse="slower"):
+    def stat_row(label: str, metric: str, ratio: str, better="faster", worse="slower"):
         unit = "tok/s" if metric == "decode_tok_s" else "s"
         row = [label] + [fmt_value(summary.stat(scenario, s, metric)["median"], unit) for s in servers]
         row += [improvement_text(summary.ratio(scenario, o, ratio), better, worse) for o in others]
@@ -122,11 +123,12 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
     ]
     if any(summary.stat(scenario, s, "restart_total_s")["n"] for s in servers):
         rows.append(stat_row("After restart", "restart_total_s", "speedup_restart"))
-    rows.append(["KV Cache"] + [_reuse_text(summary.cache_for(s, scenario or ALL)) for s in servers]
-                + [""] * len(others))
+    rows.append(
+        ["KV Cache"] + [_reuse_text(summary.cache_for(s, scenario or ALL)) for s in servers] + [""] * len(others)
+    )
     remote = {s for s in servers if ((run_meta.get("servers") or {}).get(s) or {}).get("remote")}
-    rows.append(["Cache files"] + ["Not observable (remote server)" if s in remote else _files_text(summary.cache_for(s))
-                                   for s in servers] + [""] * len(others))
+    files = ["Not observable (remote server)" if s in remote else _files_text(summary.cache_for(s)) for s in servers]
+    rows.append(["Cache files"] + files + [""] * len(others))
     rows.append(stat_row("Decode rate", "decode_tok_s", "speedup_decode", "higher", "lower"))
     return pd.DataFrame(rows, columns=["Metric", *servers, *impr_cols])
 
@@ -138,17 +140,28 @@ def _meta_line(summary: Summary, run_meta: dict[str, Any]) -> str:
         parts.append(f"Model: {model.get('name') or model.get('path')}" + (f" ({checksum})" if checksum else ""))
     if machine:
         mem = machine.get("memory_gb")
-        parts.append("Machine: " + ", ".join(str(x) for x in (
-            machine.get("platform"), machine.get("processor"),
-            f"{machine['cpu_count']} CPUs" if machine.get("cpu_count") else None,
-            f"{float(mem):g} GB" if mem else None) if x))
+        parts.append(
+            "Machine: "
+            + ", ".join(
+                str(x)
+                for x in (
+                    machine.get("platform"),
+                    machine.get("processor"),
+                    f"{machine['cpu_count']} CPUs" if machine.get("cpu_count") else None,
+                    f"{float(mem):g} GB" if mem else None,
+                )
+                if x
+            )
+        )
     if run_meta.get("created_at"):
         parts.append(f"Date: {str(run_meta['created_at'])[:10]}")
     if summary.headline:
         n_first = summary.stat(summary.headline, summary.reference, "first_total_s")["n"]
         n_follow = summary.stat(summary.headline, summary.reference, "follow_up_total_s")["n"]
-        parts.append(f"Scenario: {summary.headline} (medians; {summary.reference}: {n_first} first "
-                     f"requests, {n_follow} follow-ups)")
+        parts.append(
+            f"Scenario: {summary.headline} (medians; {summary.reference}: {n_first} first "
+            f"requests, {n_follow} follow-ups)"
+        )
     return " · ".join(parts)
 
 
@@ -194,18 +207,21 @@ def console_table(summary: Summary, run_meta: dict[str, Any]):  # -> rich.table.
 # --- the document -------------------------------------------------------------------------------
 
 
-
 def _verdict_lines(summary: Summary) -> list[str]:
     lines = []
     for server, v in summary.verdicts.items():
         if v.drop_in is None:
             lines.append(f"**{server}: not determined** — no scenario turn could be compared with {v.reference}.")
         elif v.drop_in:
-            lines.append(f"**{server}: drop-in replacement for {v.reference}** — every check that passed on "
-                         f"{v.reference} also passes ({v.compared} scenario turns compared).")
+            lines.append(
+                f"**{server}: drop-in replacement for {v.reference}** — every check that passed on "
+                f"{v.reference} also passes ({v.compared} scenario turns compared)."
+            )
         else:
-            lines.append(f"**{server}: NOT a drop-in replacement for {v.reference}** — {len(v.regressions)} "
-                         f"regression(s) over {v.compared} scenario turns compared:")
+            lines.append(
+                f"**{server}: NOT a drop-in replacement for {v.reference}** — {len(v.regressions)} "
+                f"regression(s) over {v.compared} scenario turns compared:"
+            )
             for r in v.regressions:
                 where = f"{r.scenario}" + (f" [{r.variant}]" if r.variant else "") + f" turn {r.turn}"
                 lines.append(f"  - {where}: `{r.check}`" + (f" — {r.evidence[:160]}" if r.evidence else ""))
@@ -223,17 +239,24 @@ def _behaviour_frame(summary: Summary) -> pd.DataFrame:
         return "PASS" if r["status"] == "PASS" else f"FAIL ({r['first_failure']} @ turn {int(r['first_failure_turn'])})"
 
     b = b.assign(cell=b.apply(cell, axis=1))
-    wide = b.pivot_table(index=["scenario", "variant"], columns="server", values="cell",
-                         aggfunc="first", sort=False)
+    wide = b.pivot_table(index=["scenario", "variant"], columns="server", values="cell", aggfunc="first", sort=False)
     wide = wide.reindex(columns=[s for s in summary.servers if s in wide.columns]).fillna("not run")
     return wide.reset_index().rename(columns={"scenario": "Scenario", "variant": "Variant"})
 
 
 def _scenario_frame(summary: Summary, scenario: str) -> pd.DataFrame:
     s = summary.stats[summary.stats["scenario"] == scenario]
-    rows = [[r.server, METRIC_LABELS.get(r.metric, r.metric), r.n, fmt_value(r.median, r.unit),
-             fmt_value(r.p90, r.unit), f"{fmt_value(r.ci95_low, r.unit)} – {fmt_value(r.ci95_high, r.unit)}"]
-            for r in s.itertuples()]
+    rows = [
+        [
+            r.server,
+            METRIC_LABELS.get(r.metric, r.metric),
+            r.n,
+            fmt_value(r.median, r.unit),
+            fmt_value(r.p90, r.unit),
+            f"{fmt_value(r.ci95_low, r.unit)} – {fmt_value(r.ci95_high, r.unit)}",
+        ]
+        for r in s.itertuples()
+    ]
     for r in summary.ratios[summary.ratios["scenario"] == scenario].itertuples():
         ci = "–" if is_nan(r.ci95_low) else f"{r.ci95_low:.2f}x – {r.ci95_high:.2f}x"
         label = f"{r.metric} vs {r.reference}" + ("" if r.significant else " (not significant)")
@@ -243,37 +266,70 @@ def _scenario_frame(summary: Summary, scenario: str) -> pd.DataFrame:
 
 def _cache_frame(summary: Summary) -> pd.DataFrame:
     c = summary.cache[summary.cache["scenario"] == ALL] if not summary.cache.empty else summary.cache
-    return pd.DataFrame([[r["server"], r["files_created"], fmt_bytes(r["bytes_created"]),
-                          ", ".join(r["kinds"]) or "–", fmt_bytes(r["bytes_total_end"]),
-                          f"{r['reuse_seen']}/{r['reuse_known']} (of {r['follow_ups']})",
-                          f"{r['restart_reuse_seen']}/{r['restarts']}"] for _, r in c.iterrows()],
-                        columns=["Server", "Files created", "Bytes created", "Kinds", "On disk at end",
-                                 "Reuse on follow-ups (seen/reported)", "Reuse after restart"])
+    return pd.DataFrame(
+        [
+            [
+                r["server"],
+                r["files_created"],
+                fmt_bytes(r["bytes_created"]),
+                ", ".join(r["kinds"]) or "–",
+                fmt_bytes(r["bytes_total_end"]),
+                f"{r['reuse_seen']}/{r['reuse_known']} (of {r['follow_ups']})",
+                f"{r['restart_reuse_seen']}/{r['restarts']}",
+            ]
+            for _, r in c.iterrows()
+        ],
+        columns=[
+            "Server",
+            "Files created",
+            "Bytes created",
+            "Kinds",
+            "On disk at end",
+            "Reuse on follow-ups (seen/reported)",
+            "Reuse after restart",
+        ],
+    )
 
 
 def _failures_frame(summary: Summary) -> pd.DataFrame:
     f = summary.failures
     if f.empty:
         return pd.DataFrame()
-    cols = {"scenario": "Scenario", "server": "Server", "requests": "Requests", "errors": "Errors",
-            "runaway": "Runaway", "stalled": "Stalled", "check_failures": "Rows failing checks",
-            "ab_identical": "A/B identical", "ab_equivalent": "A/B equivalent", "ab_different": "A/B different"}
+    cols = {
+        "scenario": "Scenario",
+        "server": "Server",
+        "requests": "Requests",
+        "errors": "Errors",
+        "runaway": "Runaway",
+        "stalled": "Stalled",
+        "check_failures": "Rows failing checks",
+        "ab_identical": "A/B identical",
+        "ab_equivalent": "A/B equivalent",
+        "ab_different": "A/B different",
+    }
     return f[list(cols)].rename(columns=cols)
 
 
 def _errors_frame(summary: Summary) -> pd.DataFrame:
     err = summary.frame[summary.frame["error"].notna()].head(MAX_ERRORS_LISTED)
-    return pd.DataFrame([[r["server"], r["scenario"], r["variant"], r["repeat"], r["turn"],
-                          str(r["error"])[:200]] for _, r in err.iterrows()],
-                        columns=["Server", "Scenario", "Variant", "Repeat", "Turn", "Error"])
+    return pd.DataFrame(
+        [
+            [r["server"], r["scenario"], r["variant"], r["repeat"], r["turn"], str(r["error"])[:200]]
+            for _, r in err.iterrows()
+        ],
+        columns=["Server", "Scenario", "Variant", "Repeat", "Turn", "Error"],
+    )
 
 
 def _details(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
     items = []
     model = run_meta.get("model") or {}
     if model:
-        items.append(f"Model: {model.get('name')} — `{model.get('path')}` (checksum {model.get('checksum')}"
-                     + (", built-in" if model.get("builtin") else "") + ")")
+        items.append(
+            f"Model: {model.get('name')} — `{model.get('path')}` (checksum {model.get('checksum')}"
+            + (", built-in" if model.get("builtin") else "")
+            + ")"
+        )
     for scenario, m in (run_meta.get("scenario_models") or {}).items():
         items.append(f"Scenario {scenario} model: {m.get('name')} — `{m.get('path')}` ({m.get('checksum')})")
     if run_meta.get("machine"):
@@ -282,13 +338,17 @@ def _details(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in run_meta["versions"].items()))
     for name, meta in (run_meta.get("servers") or {}).items():
         quirks = ", ".join(f"{k}={v}" for k, v in (meta.get("quirks") or {}).items()) or "none"
-        items.append(f"Server {name} ({meta.get('label', name)}): quirks {quirks}; shims: "
-                     + ("; ".join(meta.get("shims") or []) or "none"))
+        items.append(
+            f"Server {name} ({meta.get('label', name)}): quirks {quirks}; shims: "
+            + ("; ".join(meta.get("shims") or []) or "none")
+        )
         if meta.get("command"):
             items.append(f"  - command: `{' '.join(map(str, meta['command']))}`")
         for s in meta.get("sessions") or []:
-            items.append(f"  - session: ready in {fmt_value(s.get('time_to_ready_s'))}, peak RSS "
-                         f"{fmt_value(s.get('peak_rss_mb'), 'MB')}, log `{s.get('log')}`")
+            items.append(
+                f"  - session: ready in {fmt_value(s.get('time_to_ready_s'))}, peak RSS "
+                f"{fmt_value(s.get('peak_rss_mb'), 'MB')}, log `{s.get('log')}`"
+            )
         items += [f"  - {n}" for n in meta.get("notes") or []]
     items += [f"Note: {n}" for n in run_meta.get("notes") or []]
     return items
@@ -299,25 +359,47 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
     status = run_meta.get("status") or ("interrupted" if run_meta and not run_meta.get("finished_at") else None)
     blocks: list[tuple] = [("h1", f"Run {run_meta.get('run_id', '(unknown id)')}")]
     if status and status != "complete":
-        blocks.append(("p", f"**Status: {status}** — the run did not finish; everything below comes from "
-                            f"the {summary.n_rows} requests it recorded."))
-    blocks.append(("p", f"Started {run_meta.get('created_at', '?')}, finished {run_meta.get('finished_at') or '—'}; "
-                        f"reference server: {summary.reference or '—'}."))
+        blocks.append(
+            (
+                "p",
+                f"**Status: {status}** — the run did not finish; everything below comes from "
+                f"the {summary.n_rows} requests it recorded.",
+            )
+        )
+    blocks.append(
+        (
+            "p",
+            f"Started {run_meta.get('created_at', '?')}, finished {run_meta.get('finished_at') or '—'}; "
+            f"reference server: {summary.reference or '—'}.",
+        )
+    )
     if not summary.n_rows:
         blocks.append(("p", "**No requests were recorded in this run**, so there is nothing to compare."))
         blocks += [("h2", "Run details"), ("ul", _details(summary, run_meta))]
         return blocks
-    blocks += [("h2", f"Comparison ({summary.headline})"), ("table", comparison_frame(summary, run_meta)),
-               ("p", _meta_line(summary, run_meta))]
+    blocks += [
+        ("h2", f"Comparison ({summary.headline})"),
+        ("table", comparison_frame(summary, run_meta)),
+        ("p", _meta_line(summary, run_meta)),
+    ]
     notes = comparison_notes(summary, run_meta)
     if notes:
         blocks += [("p", "Not like-for-like:"), ("ul", notes)]
-    blocks += [("h2", "Migration verdict"), ("ul", _verdict_lines(summary) or ["Only one server ran."]),
-               ("h2", "Behaviour"), ("table", _behaviour_frame(summary)), ("h2", "Latency per scenario")]
+    blocks += [
+        ("h2", "Migration verdict"),
+        ("ul", _verdict_lines(summary) or ["Only one server ran."]),
+        ("h2", "Behaviour"),
+        ("table", _behaviour_frame(summary)),
+        ("h2", "Latency per scenario"),
+    ]
     for scenario in summary.scenarios:
         blocks += [("h3", scenario), ("table", _scenario_frame(summary, scenario))]
-    blocks += [("h2", "Cache"), ("table", _cache_frame(summary)),
-               ("h2", "Failures"), ("table", _failures_frame(summary))]
+    blocks += [
+        ("h2", "Cache"),
+        ("table", _cache_frame(summary)),
+        ("h2", "Failures"),
+        ("table", _failures_frame(summary)),
+    ]
     errors = _errors_frame(summary)
     if not errors.empty:
         blocks += [("h3", f"Errors (first {MAX_ERRORS_LISTED})"), ("table", errors)]
@@ -375,16 +457,18 @@ def render_html(blocks: list[tuple], title: str) -> str:
                 body.append("<p><em>none</em></p>")
                 continue
             head = "".join(f"<th>{_inline_html(c)}</th>" for c in payload.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{_inline_html('' if is_nan(v) else v)}</td>" for v in row)
-                           + "</tr>" for row in payload.itertuples(index=False))
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_inline_html('' if is_nan(v) else v)}</td>" for v in row) + "</tr>"
+                for row in payload.itertuples(index=False)
+            )
             body.append(f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
         elif kind == "img":
             data = base64.b64encode(Path(payload).read_bytes()).decode("ascii")
             body.append(f'<img alt="{html.escape(payload.stem)}" src="data:image/png;base64,{data}">')
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def _extra_sections(summary: Summary, run_meta: dict[str, Any], run_dir: Path) -> list[tuple]:
@@ -414,8 +498,12 @@ def build_report(run_dir: Path, *, reference: str | None = None, headline: str |
     images = write_plots(summary, run_dir, (run_meta.get("model") or {}).get("name")) if summary.n_rows else {}
     blocks = report_blocks(summary, run_meta, images)
     blocks = _with_sections(blocks, _extra_sections(summary, run_meta, run_dir))
-    out = {"summary_md": run_dir / "summary.md", "summary_csv": summary.write_csv(run_dir / "summary.csv"),
-           **images, "report_html": run_dir / "report.html"}
+    out = {
+        "summary_md": run_dir / "summary.md",
+        "summary_csv": summary.write_csv(run_dir / "summary.csv"),
+        **images,
+        "report_html": run_dir / "report.html",
+    }
     out["summary_md"].write_text(render_markdown(blocks), encoding="utf-8")
     title = f"Run {run_meta.get('run_id', run_dir.name)}"
     out["report_html"].write_text(render_html(blocks, title), encoding="utf-8")

@@ -20,15 +20,23 @@ def bound_blocks(summary: Summary, run_dir: Path) -> list[tuple]:
     if bound is None:
         return []
     follow, first = bound_frames(summary, bound)
-    text = ("Measured in-process with mlx-lm on the same model and prompts: prefill of only the tokens a "
-            "follow-up adds to the previous request (its KV cache kept), plus decoding as many tokens as the "
-            "server produced. 1x is a perfect prefix cache with no server overhead; a cache that misses "
-            "pays the full prefill.")
+    text = (
+        "Measured in-process with mlx-lm on the same model and prompts: prefill of only the tokens a "
+        "follow-up adds to the previous request (its KV cache kept), plus decoding as many tokens as the "
+        "server produced. 1x is a perfect prefix cache with no server overhead; a cache that misses "
+        "pays the full prefill."
+    )
     skipped = sorted({s["why"] for e in bound["scenarios"].values() for s in e.get("skipped", [])})
     blocks: list[tuple] = [("h2", "Cache-perfect bound"), ("p", text), ("table", follow)]
     if not first.empty:
-        blocks += [("p", "First request: the full prefill in-process, and what saving the KV cache of that prompt "
-                         "costs (MLX-Textgen writes such a file after each request)."), ("table", first)]
+        blocks += [
+            (
+                "p",
+                "First request: the full prefill in-process, and what saving the KV cache of that prompt "
+                "costs (MLX-Textgen writes such a file after each request).",
+            ),
+            ("table", first),
+        ]
     if skipped:
         blocks.append(("p", "Not measured: " + "; ".join(skipped) + "."))
     return blocks
@@ -56,7 +64,8 @@ def load_blocks(frame: pd.DataFrame, servers: list[str], run_meta: dict[str, Any
     for column in ("p50 total", "p90 total", "p50 TTFT", "p90 TTFT"):
         shown[column] = shown[column].map(fmt_value)
     shown["First-request TTFT (min – max)"] = shown["First-request TTFT (min – max)"].map(
-        lambda span: "–" if span is None else f"{fmt_value(span[0])} – {fmt_value(span[1])}")
+        lambda span: "–" if span is None else f"{fmt_value(span[0])} – {fmt_value(span[1])}"
+    )
     shown["Requests/s"] = shown["Requests/s"].map(lambda v: fmt_value(v, "req/s"))
     shown["Tokens/s"] = shown["Tokens/s"].map(lambda v: fmt_value(v, "tok/s"))
     sessions = int(table["Sessions"].max())
@@ -66,7 +75,9 @@ def load_blocks(frame: pd.DataFrame, servers: list[str], run_meta: dict[str, Any
         notes.append("restart_after turns were ignored: a restart would cut every other session off.")
     for b in batches:
         if b.get("log_reuse_lines") is not None:
-            notes.append(f"{b['server']} · {b['scenario']} (repeat {b['repeat']}): cache reuse logged "
-                         f"{b['log_reuse_lines']} times, no suitable cache {b.get('log_miss_lines') or 0} times, "
-                         f"over {b['requests']} requests")
+            notes.append(
+                f"{b['server']} · {b['scenario']} (repeat {b['repeat']}): cache reuse logged "
+                f"{b['log_reuse_lines']} times, no suitable cache {b.get('log_miss_lines') or 0} times, "
+                f"over {b['requests']} requests"
+            )
     return [("h2", f"Load ({sessions} sessions at once)"), ("table", shown), ("ul", notes)]

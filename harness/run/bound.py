@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from harness.core.rows import BOUND_FILE
@@ -41,8 +42,8 @@ from harness.scenario.context_size import scale_scenario, split_name
 from harness.scenario.definition import PlannedRequest, RequestKinds, plan_requests, resolve_scenarios
 
 DEFAULT_REPEATS = 3
-SLOW_SAMPLE_S = 1.5   # a measurement slower than this is taken once, not ``repeats`` times
-BUDGET_S = 900.0      # seconds of measuring per run; turns past it are left out (and listed as such)
+SLOW_SAMPLE_S = 1.5  # a measurement slower than this is taken once, not ``repeats`` times
+BUDGET_S = 900.0  # seconds of measuring per run; turns past it are left out (and listed as such)
 DEFAULT_DECODE_TOKENS = 32
 # Prefill chunk: on CPU 512 was as fast as or faster than mlx-lm's default 2048 (and MLX-Textgen
 # uses 512); the bound should be the best this machine does.
@@ -50,6 +51,7 @@ PREFILL_STEP = 512
 
 
 # --- measuring (in the subprocess) ----------------------------------------------------------------
+
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
@@ -70,8 +72,9 @@ class _Model:
         self.model, self.tokenizer = load(str(path))
 
     def tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
-        out = self.tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
-                                                 tokenize=True)
+        out = self.tokenizer.apply_chat_template(
+            messages, tools=tools or None, add_generation_prompt=True, tokenize=True
+        )
         return list(out)
 
     def new_cache(self) -> list[Any]:
@@ -93,7 +96,7 @@ class _Model:
     def prefill(self, cache: list[Any], tokens: list[int], step: int = PREFILL_STEP) -> None:
         mx = self.mx
         for start in range(0, len(tokens), step):
-            self.model(mx.array(tokens[start:start + step])[None], cache=cache)
+            self.model(mx.array(tokens[start : start + step])[None], cache=cache)
             mx.eval([c.state for c in cache])
 
     def timed_generate(self, cache: list[Any], tokens: list[int], decode: int) -> float:
@@ -104,12 +107,22 @@ class _Model:
         mx = self.mx
         start_len = self.offset(cache)
         started = time.perf_counter()
-        for _ in generate_step(mx.array(tokens), self.model, max_tokens=decode, prompt_cache=cache,
-                               sampler=lambda logits: mx.argmax(logits, axis=-1), prefill_step_size=PREFILL_STEP):
+        for _ in generate_step(
+            mx.array(tokens),
+            self.model,
+            max_tokens=decode,
+            prompt_cache=cache,
+            sampler=lambda logits: mx.argmax(logits, axis=-1),
+            prefill_step_size=PREFILL_STEP,
+        ):
             pass  # generate_step evaluates each token before yielding it
         elapsed = time.perf_counter() - started
         self.trim_to(cache, start_len)
         return elapsed
+
+    def timed_cold(self, tokens: list[int], decode: int) -> float:
+        """``timed_generate`` on an empty cache: the full prefill, as a first request pays it."""
+        return self.timed_generate(self.new_cache(), tokens, decode)
 
     def save_cost(self, cache: list[Any]) -> tuple[float, int]:
         """Seconds and bytes to write ``cache`` as a safetensors file, as a disk-caching server does."""
@@ -137,7 +150,7 @@ def request_kinds(scenario: Any) -> list[str]:
 
 
 def _kinds(planned: list[PlannedRequest]) -> list[str]:
-    kinds, out = RequestKinds(), []
+    kinds, out = RequestKinds(), list[str]()
     for request in planned:
         out.append(kinds.next(request))
         if request.restart_after and not request.side:
@@ -150,12 +163,17 @@ def measure_scenario(model: _Model, scenario: Any, repeats: int, deadline: float
     planned = plan_requests(scenario)
     kinds = _kinds(planned)
     result: dict[str, Any] = {
-        "base": split_name(scenario.name)[0], "context_tokens": scenario.context_tokens,
-        "decode_tokens": decode, "repeats": repeats, "first": None, "turns": [], "skipped": [],
+        "base": split_name(scenario.name)[0],
+        "context_tokens": scenario.context_tokens,
+        "decode_tokens": decode,
+        "repeats": repeats,
+        "first": None,
+        "turns": [],
+        "skipped": [],
     }
     cache = model.new_cache()
     cached: list[int] = []
-    for request, kind in zip(planned, kinds):
+    for request, kind in zip(planned, kinds, strict=True):
         if kind == "side":
             result["skipped"].append({"turn": request.turn, "why": "side request (another conversation)"})
             continue
@@ -164,24 +182,37 @@ def measure_scenario(model: _Model, scenario: Any, repeats: int, deadline: float
             continue
         tokens = model.tokens(request.messages, request.tools)
         if kind == "first":
-            fresh = model.new_cache
-            full = _samples(lambda: model.timed_generate(fresh(), tokens, decode), repeats)
+            full = _samples(partial(model.timed_cold, tokens, decode), repeats)
             model.prefill(cache, tokens)
             save_s, save_bytes = model.save_cost(cache)
-            result["first"] = {"turn": request.turn, "prompt_tokens": len(tokens), "full_s": statistics.median(full),
-                               "full_samples": full, "cache_save_s": save_s, "cache_save_bytes": save_bytes}
+            result["first"] = {
+                "turn": request.turn,
+                "prompt_tokens": len(tokens),
+                "full_s": statistics.median(full),
+                "full_samples": full,
+                "cache_save_s": save_s,
+                "cache_save_bytes": save_bytes,
+            }
         else:
             reused = min(_common_prefix(cached, tokens), len(tokens) - 1)
             model.trim_to(cache, reused)
             new = tokens[reused:]
-            one = _samples(lambda: model.timed_generate(cache, new, 1), repeats)
-            full = _samples(lambda: model.timed_generate(cache, new, decode), repeats)
+            one = _samples(partial(model.timed_generate, cache, new, 1), repeats)
+            full = _samples(partial(model.timed_generate, cache, new, decode), repeats)
             per_token = max(0.0, (statistics.median(full) - statistics.median(one)) / max(1, decode - 1))
-            result["turns"].append({
-                "turn": request.turn, "kind": kind, "prompt_tokens": len(tokens), "reused_tokens": reused,
-                "new_tokens": len(new), "prefill_s": statistics.median(one), "bound_s": statistics.median(full),
-                "decode_s_per_token": per_token, "samples": full,
-            })
+            result["turns"].append(
+                {
+                    "turn": request.turn,
+                    "kind": kind,
+                    "prompt_tokens": len(tokens),
+                    "reused_tokens": reused,
+                    "new_tokens": len(new),
+                    "prefill_s": statistics.median(one),
+                    "bound_s": statistics.median(full),
+                    "decode_s_per_token": per_token,
+                    "samples": full,
+                }
+            )
             model.prefill(cache, new)
         cached = tokens
     return result
@@ -198,12 +229,20 @@ def _load_scenario(spec: str, model_dir: Path) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.run.bound", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="mlx-lm model folder")
-    parser.add_argument("--scenario", action="append", required=True,
-                        help="scenario name or YAML path, with @N for a --context-tokens size (repeatable)")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        required=True,
+        help="scenario name or YAML path, with @N for a --context-tokens size (repeatable)",
+    )
     parser.add_argument("--out", required=True, help="JSON file; scenarios are merged into it if it exists")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
-    parser.add_argument("--max-seconds", type=float, default=BUDGET_S,
-                        help="stop measuring (leaving turns out, said so in the file) after this long")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=BUDGET_S,
+        help="stop measuring (leaving turns out, said so in the file) after this long",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     model_dir = Path(args.model)
@@ -214,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     data.setdefault("scenarios", {})
     data.setdefault("models", {})[model_dir.name] = str(model_dir)
     deadline = started + args.max_seconds
-    for spec, scenario in scenarios:
+    for _spec, scenario in scenarios:
         print(f"bound: {scenario.name}", flush=True)
         entry = measure_scenario(model, scenario, args.repeats, deadline)
         entry["model"] = model_dir.name
@@ -229,9 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- from the runner ------------------------------------------------------------------------------
 
-def measure_for_run(
-    run_dir: Path, groups: list[ModelGroup], meta: RunMeta, say: Callable[[str], None]
-) -> Path | None:
+
+def measure_for_run(run_dir: Path, groups: list[ModelGroup], meta: RunMeta, say: Callable[[str], None]) -> Path | None:
     """With --bound: writes bound.json into the run folder (one subprocess per model, after every
     server has stopped); a failure becomes a note in run.json, never an error of the run."""
     budget = BUDGET_S
@@ -247,13 +285,28 @@ def measure_for_run(
         if not specs or left <= 0:
             continue
         say(f"measuring the cache-perfect bound in-process (mlx-lm) on {group.path.name}")
-        command = [sys.executable, "-m", "harness.run.bound", "--model", str(group.path), "--out", str(out),
-                   "--max-seconds", f"{left:.0f}"]
+        command = [
+            sys.executable,
+            "-m",
+            "harness.run.bound",
+            "--model",
+            str(group.path),
+            "--out",
+            str(out),
+            "--max-seconds",
+            f"{left:.0f}",
+        ]
         for spec in specs:
             command += ["--scenario", spec]
         with log_path.open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=str(run_dir), start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(run_dir),
+                start_new_session=True,
+            )
             try:
                 code = process.wait(timeout=left + 120)
             except subprocess.TimeoutExpired:
@@ -265,7 +318,8 @@ def measure_for_run(
         if code != 0:
             record["status"] = "failed"
             meta.data["notes"].append(
-                f"cache-perfect bound on {group.path.name} failed (exit {code}); see logs/bound.log")
+                f"cache-perfect bound on {group.path.name} failed (exit {code}); see logs/bound.log"
+            )
     if record["status"] == "running":
         record["status"] = "complete" if out.is_file() else "not measured"
     meta.save()
@@ -273,13 +327,6 @@ def measure_for_run(
 
 
 # --- the report's view ----------------------------------------------------------------------------
-
-
-
-
-
-
-
 
 
 if __name__ == "__main__":

@@ -114,7 +114,8 @@ class RunConfig(BaseModel):
                 if base != name:
                     switched = [k for k, v in spec.quirks.items() if v != legacy_spec().quirks.get(k, v)]
                     spec.name = name
-                    spec.label = f"{spec.label} ({', '.join(f'{k}={spec.quirks[k]}' for k in switched)})" if switched else name
+                    switches = ", ".join(f"{k}={spec.quirks[k]}" for k in switched)
+                    spec.label = f"{spec.label} ({switches})" if switched else name
             elif override and (override.command or override.base_url):
                 spec = ServerSpec(name=name, label=override.label or name, command=override.command or [])
             else:
@@ -123,8 +124,16 @@ class RunConfig(BaseModel):
                     f"[tool.harness.server.{name}] with a `command` (argument list) or a `base_url`."
                 )
             if override:
-                for field_name in ("label", "command", "ready_path", "cache_dirs", "env", "base_url", "ready_timeout_s",
-                                   "request_model"):
+                for field_name in (
+                    "label",
+                    "command",
+                    "ready_path",
+                    "cache_dirs",
+                    "env",
+                    "base_url",
+                    "ready_timeout_s",
+                    "request_model",
+                ):
                     value = getattr(override, field_name)
                     if value is not None:
                         setattr(spec, field_name, value)
@@ -148,8 +157,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax at the position given.") from exc
 
 
-def load_config(config_file: Path | None = None, overrides: dict[str, Any] | None = None,
-                project_dir: Path | None = None) -> RunConfig:
+def load_config(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None, project_dir: Path | None = None
+) -> RunConfig:
     """Merges pyproject's [tool.harness], the config file and CLI overrides (later wins)."""
     project_dir = project_dir or Path.cwd()
     data: dict[str, Any] = {}
@@ -174,9 +184,7 @@ def load_config(config_file: Path | None = None, overrides: dict[str, Any] | Non
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors())
         raise ConfigError(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
             "See the field list at the top of harness/config.py."

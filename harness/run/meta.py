@@ -82,6 +82,12 @@ class RunMeta:
     def server_entry(self, spec: ServerSpec) -> dict[str, Any]:
         return self.data["servers"].setdefault(
             spec.name,
-            {"label": spec.label, "quirks": spec.quirks, "shims": [], "notes": [], "sessions": [],
-             "remote": bool(spec.base_url)},
+            {
+                "label": spec.label,
+                "quirks": spec.quirks,
+                "shims": [],
+                "notes": [],
+                "sessions": [],
+                "remote": bool(spec.base_url),
+            },
         )

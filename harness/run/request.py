@@ -31,7 +31,7 @@ import httpx
 from harness.capture import cachefiles
 from harness.capture.http import ReplayLimits, send
 from harness.checks import conformance
-from harness.core.rows import ResultRow
+from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
 from harness.scenario.definition import PlannedRequest, Scenario
 from harness.server.process import ServerProcess, describe_exit
@@ -126,7 +126,7 @@ class RequestExecutor:
     def server(self) -> ServerProcess:
         return self.context.server
 
-    def send(self, client: httpx.Client, request: PlannedRequest, kind: str, session: int = 0) -> ResultRow:
+    def send(self, client: httpx.Client, request: PlannedRequest, kind: RequestKind, session: int = 0) -> ResultRow:
         """Sends ``request``, checks the answer and returns its row (cache fields not yet filled)."""
         ctx, server = self.context, self.context.server
         spec = server.spec

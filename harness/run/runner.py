@@ -118,12 +118,24 @@ class Runner:
         self.on_row(row)
 
     def executor(
-        self, server: ServerProcess, group: ModelGroup, scenario: Scenario, variant: str, repeat: int,
+        self,
+        server: ServerProcess,
+        group: ModelGroup,
+        scenario: Scenario,
+        variant: str,
+        repeat: int,
         tokens: TokenCounter,
     ) -> RequestExecutor:
         context = RequestContext(
-            run_id=self.run_id, run_dir=self.run_dir, server=server, model_name=group.path.name,
-            scenario=scenario, variant=variant, repeat=repeat, tokens=tokens, limits=self.limits,
+            run_id=self.run_id,
+            run_dir=self.run_dir,
+            server=server,
+            model_name=group.path.name,
+            scenario=scenario,
+            variant=variant,
+            repeat=repeat,
+            tokens=tokens,
+            limits=self.limits,
         )
         return RequestExecutor(context, self.write_row, self.references)
 
@@ -276,7 +288,11 @@ class Runner:
                     self.say(f"restarting {spec.name} on the same cache dir")
                     server = self._start(self._new_server(spec, group, home, tag + "-restart"))
                     executor = self.executor(
-                        server, group, scenario, executor.context.variant, executor.context.repeat,
+                        server,
+                        group,
+                        scenario,
+                        executor.context.variant,
+                        executor.context.repeat,
                         executor.context.tokens,
                     )
                     self._warmup(executor, scenario, variant)

@@ -13,7 +13,8 @@ replayed once, as written.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from harness.scenario.definition import Scenario
 
@@ -87,9 +88,13 @@ def scale_scenario(scenario: Scenario, tokens: int, counter: TokenCounter) -> Sc
     """A copy of ``scenario`` whose system prompt has about ``tokens`` tokens, named ``name@tokens``."""
     header = size_header(tokens)
     body = fit_text(scenario.system_text, max(1, tokens - _count(counter, header)), counter)
-    return scenario.model_copy(update={
-        "name": f"{scenario.name}@{tokens}", "system_text": header + body, "context_tokens": tokens,
-    })
+    return scenario.model_copy(
+        update={
+            "name": f"{scenario.name}@{tokens}",
+            "system_text": header + body,
+            "context_tokens": tokens,
+        }
+    )
 
 
 def expand(scenarios: list[Scenario], sizes: list[int] | None, counter: TokenCounter) -> list[Scenario]:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.core.errors import HarnessError
 from harness.core.paths import builtin_scenarios_dir
+from harness.core.rows import RequestKind
 
 
 class ScenarioError(HarnessError):
@@ -187,10 +188,10 @@ class RequestKinds:
     conversation where it was. (Warm-up requests, sent outside any conversation, are "warmup".)
     """
 
-    def __init__(self, first: str = "first") -> None:
-        self._next = first
+    def __init__(self, first: RequestKind = "first") -> None:
+        self._next: RequestKind = first
 
-    def next(self, request: PlannedRequest) -> str:
+    def next(self, request: PlannedRequest) -> RequestKind:
         """The kind of ``request``, sent next in this conversation."""
         if request.side:
             return "side"
@@ -272,7 +273,7 @@ def _format_validation_error(path: Path, text: str, err: ValidationError) -> str
         line = _yaml_line(text, loc)
         where = f"line {line}, " if line else ""
         lines.append(f"  {where}field '{field_name}': {item['msg']}")
-    lines.append("  Fix the field(s) above; the format is described at the top of harness/scenarios.py.")
+    lines.append("  Fix the field(s) above; the format is described at the top of harness/scenario/definition.py.")
     return "\n".join(lines)
 
 
@@ -466,9 +467,17 @@ def plan_requests(
 def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | None) -> PlannedRequest:
     """A side request: its own short messages, no tools, nothing taken from or added to the history."""
     messages = ([{"role": "system", "content": turn.system}] if turn.system else []) + [
-        {"role": "user", "content": turn.user}]
+        {"role": "user", "content": turn.user}
+    ]
     return PlannedRequest(
-        scenario=scenario.name, turn=index, messages=messages, tools=[], params=dict(scenario.params),
+        scenario=scenario.name,
+        turn=index,
+        messages=messages,
+        tools=[],
+        params=dict(scenario.params),
         stream=stream if stream is not None else (turn.stream if turn.stream is not None else scenario.stream),
-        tool_choice=None, expect=turn.expect, restart_after=turn.restart_after, side=True,
+        tool_choice=None,
+        expect=turn.expect,
+        restart_after=turn.restart_after,
+        side=True,
     )

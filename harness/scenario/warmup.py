@@ -29,7 +29,12 @@ def warmup_request(scenario: Scenario, variant: Variant) -> PlannedRequest:
     params = {key: value for key, value in scenario.params.items() if key != "max_tokens"}
     params["max_tokens"] = WARMUP_MAX_TOKENS
     return PlannedRequest(
-        scenario=scenario.name, turn=WARMUP_TURN,
+        scenario=scenario.name,
+        turn=WARMUP_TURN,
         messages=[{"role": "user", "content": WARMUP_USER}],
-        tools=[], params=params, stream=stream, tool_choice=None, expect=None,
+        tools=[],
+        params=params,
+        stream=stream,
+        tool_choice=None,
+        expect=None,
     )

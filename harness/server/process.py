@@ -32,18 +32,6 @@ from harness.server.spec import ServerSpec
 LOG_TAIL_LINES = 25
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -145,8 +133,13 @@ class ServerProcess:
 
     def _fill(self, template: str) -> str:
         return template.format(
-            python=self.python, model=self.model, port=self.port, host=self.host,
-            home=self.home, programs=server_programs_dir(), api_key=self.spec.api_key or "",
+            python=self.python,
+            model=self.model,
+            port=self.port,
+            host=self.host,
+            home=self.home,
+            programs=server_programs_dir(),
+            api_key=self.spec.api_key or "",
         )
 
     @property
@@ -204,11 +197,14 @@ class ServerProcess:
         # its own under its HOME instead (a spec's env can still set them). The harness's own API-key
         # variable is not passed on: a server that takes a key gets it through api_key_args.
         env.pop("HARNESS_API_KEY", None)
-        env.update({
-            "XDG_CACHE_HOME": str(self.home / ".cache"), "XDG_CONFIG_HOME": str(self.home / ".config"),
-            "XDG_DATA_HOME": str(self.home / ".local" / "share"),
-            "MLX_KV_CACHE_DIR": str(self.home / ".anyclaude" / "kv-cache"),
-        })
+        env.update(
+            {
+                "XDG_CACHE_HOME": str(self.home / ".cache"),
+                "XDG_CONFIG_HOME": str(self.home / ".config"),
+                "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+                "MLX_KV_CACHE_DIR": str(self.home / ".anyclaude" / "kv-cache"),
+            }
+        )
         env.update({key: self._fill(value) for key, value in self.spec.env.items()})
         env["HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
@@ -221,8 +217,13 @@ class ServerProcess:
         self._log_offset = self.log_path.stat().st_size
         try:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=str(self.home), start_new_session=True,
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(self.home),
+                start_new_session=True,
             )
         except OSError as exc:
             raise ServerError(

@@ -4,6 +4,7 @@ harness.toml, see ``harness.run.config``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.core.errors import ConfigError
@@ -52,7 +53,8 @@ def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
     unknown = set(quirks or {}) - set(state)
     if unknown:
         raise ConfigError(
-            f"unknown legacy quirk(s) {sorted(unknown)}; known: {sorted(state)} (set them under [servers.legacy.quirks])."
+            f"unknown legacy quirk(s) {sorted(unknown)}; known: {sorted(state)} "
+            "(set them under [servers.legacy.quirks])."
         )
     state.update(quirks or {})
     command = ["{python}", "{programs}/legacy_server.py", "--model", "{model}", "--port", "{port}", "--host", "{host}"]
@@ -77,8 +79,16 @@ def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
         name="mlx-textgen",
         label="MLX-Textgen",
         command=[
-            "{python}", "{programs}/mlx_textgen_launcher.py", "serve", "-m", "{model}",
-            "-p", "{port}", "--host", "{host}", *(extra_args or []),
+            "{python}",
+            "{programs}/mlx_textgen_launcher.py",
+            "serve",
+            "-m",
+            "{model}",
+            "-p",
+            "{port}",
+            "--host",
+            "{host}",
+            *(extra_args or []),
         ],
         ready_path="/v1/models",
         cache_dirs=["{home}/.cache/mlx_textgen/prompt_cache"],
@@ -94,8 +104,19 @@ def mlx_lm_spec() -> ServerSpec:
         name="mlx-lm",
         label="mlx_lm.server",
         # DEBUG logging is the only place this version says whether it reused its prompt cache.
-        command=["{python}", "-m", "mlx_lm.server", "--model", "{model}", "--port", "{port}", "--host", "{host}",
-                 "--log-level", "DEBUG"],
+        command=[
+            "{python}",
+            "-m",
+            "mlx_lm.server",
+            "--model",
+            "{model}",
+            "--port",
+            "{port}",
+            "--host",
+            "{host}",
+            "--log-level",
+            "DEBUG",
+        ],
         ready_path="/v1/models",
         cache_dirs=[],
         reuse_pattern=r"(?:Cache is prefix of prompt \(cache_len: |Common prefix \()(\d+)",
@@ -105,4 +126,9 @@ def mlx_lm_spec() -> ServerSpec:
     )
 
 
-BUILTIN_SERVERS = {"legacy": legacy_spec, "mlx-textgen": mlx_textgen_spec, "mlx-lm": mlx_lm_spec}
+# Each takes its own optional settings (quirks, extra arguments), hence the loose signature.
+BUILTIN_SERVERS: dict[str, Callable[..., ServerSpec]] = {
+    "legacy": legacy_spec,
+    "mlx-textgen": mlx_textgen_spec,
+    "mlx-lm": mlx_lm_spec,
+}

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import ConfigError
-from harness.verdicts.gate import missing_ratio_reason
 from harness.analysis.summary import ALL, Summary
+from harness.core.errors import ConfigError
 from harness.core.formatting import fmt_bytes, fmt_value, is_nan
+from harness.verdicts.gate import missing_ratio_reason
 
 TOLERANCE = 2.0
 
@@ -39,7 +39,7 @@ _FILE_KINDS = ("safetensors", "npz", "gguf", "bin", "pt", "pkl", "json", "arrow"
 @dataclass
 class ClaimTable:
     source: str
-    line: int                       # 1-based line of the header
+    line: int  # 1-based line of the header
     header: list[str]
     rows: list[list[str]]
 
@@ -53,8 +53,13 @@ class ClaimVerdict:
     reason: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"metric": self.metric, "claimed": self.claimed, "measured": self.measured,
-                "verdict": self.verdict, "reason": self.reason}
+        return {
+            "metric": self.metric,
+            "claimed": self.claimed,
+            "measured": self.measured,
+            "verdict": self.verdict,
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -62,12 +67,13 @@ class ClaimsReport:
     table: ClaimTable
     reference: str
     server: str
-    columns: dict[str, str]         # README column header -> run server (and how it was matched)
+    columns: dict[str, str]  # README column header -> run server (and how it was matched)
     verdicts: list[ClaimVerdict]
     notes: list[str] = field(default_factory=list)
 
 
 # --- reading the table --------------------------------------------------------------------------
+
 
 def _cells(line: str) -> list[str]:
     body = line.strip()
@@ -85,8 +91,13 @@ def find_tables(text: str) -> list[tuple[int, list[str], list[list[str]]]]:
         marker = stripped[:3]
         if marker in ("```", "~~~"):
             fence = None if fence == marker else (fence or marker)
-        elif fence is None and "|" in stripped and i + 1 < len(lines) and _SEPARATOR.match(lines[i + 1].strip()) \
-                and not lines[i].startswith("    "):
+        elif (
+            fence is None
+            and "|" in stripped
+            and i + 1 < len(lines)
+            and _SEPARATOR.match(lines[i + 1].strip())
+            and not lines[i].startswith("    ")
+        ):
             header, rows, j = _cells(stripped), [], i + 2
             while j < len(lines) and lines[j].strip().startswith("|"):
                 rows.append(_cells(lines[j]))
@@ -112,8 +123,10 @@ def parse_claims_table(text: str, source: str = "README") -> ClaimTable:
         )
     line, header, rows = chosen
     if len(header) < 3:
-        raise ConfigError(f"{source} line {line}: the claims table needs at least three columns "
-                          "(Metric, old server, new server); it has " + str(len(header)) + ".")
+        raise ConfigError(
+            f"{source} line {line}: the claims table needs at least three columns "
+            "(Metric, old server, new server); it has " + str(len(header)) + "."
+        )
     return ClaimTable(source, line, header, [r + [""] * (len(header) - len(r)) for r in rows])
 
 
@@ -122,6 +135,7 @@ def _plain(cell: str) -> str:
 
 
 # --- figures in a claim ------------------------------------------------------------------------
+
 
 def parse_ratio(text: str) -> float | None:
     """'**15x faster**' -> 15.0, '2x slower' -> 0.5; None when the cell gives no factor."""
@@ -184,19 +198,25 @@ def row_kind(metric: str) -> str | None:
 
 # --- matching README columns to the run's servers -----------------------------------------------
 
+
 def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-def map_columns(header: list[str], summary: Summary, meta: dict[str, Any],
-                reference: str | None, server: str | None) -> tuple[int, int, int | None, dict[str, str]]:
+def map_columns(
+    header: list[str], summary: Summary, meta: dict[str, Any], reference: str | None, server: str | None
+) -> tuple[int, int, int | None, dict[str, str]]:
     """(old column, new column, improvement column or None, header -> server description)."""
-    improvement = next((i for i, h in enumerate(header) if i and re.search(
-        r"improv|speed.?up|gain|change|factor|ratio", h, re.I)), None)
+    improvement = next(
+        (i for i, h in enumerate(header) if i and re.search(r"improv|speed.?up|gain|change|factor|ratio", h, re.I)),
+        None,
+    )
     server_cols = [i for i in range(1, len(header)) if i != improvement]
     if len(server_cols) < 2:
-        raise ConfigError("the claims table needs two server columns (old and new) besides Metric and "
-                          f"Improvement; its header is {header}.")
+        raise ConfigError(
+            "the claims table needs two server columns (old and new) besides Metric and "
+            f"Improvement; its header is {header}."
+        )
     labels = {s: ((meta.get("servers") or {}).get(s) or {}).get("label") or s for s in summary.servers}
     ref = reference or summary.reference
     new = server or (summary.others[0] if summary.others else None)
@@ -205,18 +225,24 @@ def map_columns(header: list[str], summary: Summary, meta: dict[str, Any],
         for s in summary.servers:
             if _norm(header[col]) and _norm(header[col]) in (_norm(s), _norm(labels[s])):
                 by_name[s] = col
-    old_col, new_col = by_name.get(ref), by_name.get(new)
-    rest = [c for c in server_cols if c not in (old_col, new_col)]
-    old_col = rest.pop(0) if old_col is None else old_col
-    new_col = rest.pop(0) if new_col is None else new_col
-    how = {old_col: "matched by name" if by_name.get(ref) == old_col else "by position",
-           new_col: "matched by name" if by_name.get(new) == new_col else "by position"}
-    columns = {header[old_col]: f"{ref} (reference, {how[old_col]})",
-               header[new_col]: f"{new or '(no new server in the run)'} ({how[new_col]})"}
+    old_named = by_name.get(ref)
+    new_named = by_name.get(new) if new is not None else None
+    rest = [c for c in server_cols if c not in (old_named, new_named)]
+    old_col = rest.pop(0) if old_named is None else old_named
+    new_col = rest.pop(0) if new_named is None else new_named
+    how = {
+        old_col: "matched by name" if old_named == old_col else "by position",
+        new_col: "matched by name" if new_named == new_col else "by position",
+    }
+    columns = {
+        header[old_col]: f"{ref} (reference, {how[old_col]})",
+        header[new_col]: f"{new or '(no new server in the run)'} ({how[new_col]})",
+    }
     return old_col, new_col, improvement, columns
 
 
 # --- verdicts ----------------------------------------------------------------------------------
+
 
 def ratio_verdict(claimed: float, measured: float, tolerance: float = TOLERANCE) -> str:
     if claimed >= 1:
@@ -228,7 +254,15 @@ def _fmt_ratio(x: float) -> str:
     return f"{x:.3g}x" if x >= 1 else f"{1 / x:.3g}x slower"
 
 
-def _latency_claim(kind: str, cells: tuple[str, str, str], summary: Summary, ref: str, new: str, scenario: str | None, tolerance: float) -> tuple[str, str, str]:
+def _latency_claim(
+    kind: str,
+    cells: tuple[str, str, str],
+    summary: Summary,
+    ref: str,
+    new: str | None,
+    scenario: str | None,
+    tolerance: float,
+) -> tuple[str, str, str]:
     old_cell, new_cell, impr_cell = cells
     claimed = parse_ratio(impr_cell)
     how = "the Improvement column"
@@ -239,42 +273,62 @@ def _latency_claim(kind: str, cells: tuple[str, str, str], summary: Summary, ref
         claimed, how = old_s / new_s, "the two times given"
     if claimed is None:
         return "–", NOT_COMPARABLE, "the claim gives no factor and no pair of times to form one"
-    metric = {"speedup_first": "first_total_s", "speedup_follow_up": "follow_up_total_s",
-              "speedup_restart": "restart_total_s", "speedup_decode": "decode_tok_s"}[kind]
+    metric = {
+        "speedup_first": "first_total_s",
+        "speedup_follow_up": "follow_up_total_s",
+        "speedup_restart": "restart_total_s",
+        "speedup_decode": "decode_tok_s",
+    }[kind]
     claim_text = f"claimed {_fmt_ratio(claimed)} (from {how})"
     if old_s and new_s:
-        claim_text += (f"; its absolute times ({fmt_value(old_s)} -> {fmt_value(new_s)}) come from another "
-                       "machine (and possibly another model), so only the ratio is compared")
+        claim_text += (
+            f"; its absolute times ({fmt_value(old_s)} -> {fmt_value(new_s)}) come from another "
+            "machine (and possibly another model), so only the ratio is compared"
+        )
     if scenario is None or new is None:
         return "–", NOT_COMPARABLE, f"{claim_text}; the run has no {'new server' if new is None else 'scenario'}"
     found = summary.ratio(scenario, new, kind)
     if found is None or is_nan(found.get("ratio")):
-        return "–", NOT_COMPARABLE, (f"{claim_text}; the run cannot form this ratio on {scenario}: "
-                                     f"{missing_ratio_reason(summary, scenario, new, kind)}")
+        return (
+            "–",
+            NOT_COMPARABLE,
+            (
+                f"{claim_text}; the run cannot form this ratio on {scenario}: "
+                f"{missing_ratio_reason(summary, scenario, new, kind)}"
+            ),
+        )
     m = float(found["ratio"])
     unit = "tok/s" if kind == "speedup_decode" else "s"
     ref_med = summary.stat(scenario, ref, metric)["median"]
     new_med = summary.stat(scenario, new, metric)["median"]
     ci = "" if is_nan(found.get("ci95_low")) else f", 95% CI {found['ci95_low']:.2f}–{found['ci95_high']:.2f}"
-    measured = (f"{_fmt_ratio(m)} ({ref} {fmt_value(ref_med, unit)} -> {new} {fmt_value(new_med, unit)}, "
-                f"medians of {found['n_reference']}/{found['n']}{ci})")
+    measured = (
+        f"{_fmt_ratio(m)} ({ref} {fmt_value(ref_med, unit)} -> {new} {fmt_value(new_med, unit)}, "
+        f"medians of {found['n_reference']}/{found['n']}{ci})"
+    )
     verdict = ratio_verdict(claimed, m, tolerance)
-    need = (f">= {claimed / tolerance:.3g}x" if claimed >= 1 else f"<= {claimed * tolerance:.3g}x")
+    need = f">= {claimed / tolerance:.3g}x" if claimed >= 1 else f"<= {claimed * tolerance:.3g}x"
     reason = f"{claim_text}; confirming needs {need} measured (tolerance {tolerance:g}x)"
     if m < 1 <= claimed:
         reason += f"; {new} was slower than {ref} here"
     prompt = summary.frame.loc[summary.frame["scenario"] == scenario, "prompt_tokens"].dropna()
     if len(prompt) and kind != "speedup_decode":
-        reason += (f"; this run's prompts: {prompt.median():.0f} tokens (median; a cache's speed-up grows with "
-                   "prompt length and model size)")
+        reason += (
+            f"; this run's prompts: {prompt.median():.0f} tokens (median; a cache's speed-up grows with "
+            "prompt length and model size)"
+        )
     tokens = {s: summary.stat(scenario, s, "completion_tokens")["median"] for s in (ref, new)}
     if not any(is_nan(t) or t <= 0 for t in tokens.values()) and max(tokens.values()) > 1.5 * min(tokens.values()):
-        reason += (f"; caveat: not like-for-like output lengths ({ref} {tokens[ref]:.0f} vs {new} "
-                   f"{tokens[new]:.0f} tokens per request, median)")
+        reason += (
+            f"; caveat: not like-for-like output lengths ({ref} {tokens[ref]:.0f} vs {new} "
+            f"{tokens[new]:.0f} tokens per request, median)"
+        )
     return measured, verdict, reason
 
 
-def _cache_files_claim(cells: tuple[str, str, str], summary: Summary, ref: str, new: str | None) -> tuple[str, str, str]:
+def _cache_files_claim(
+    cells: tuple[str, str, str], summary: Summary, ref: str, new: str | None
+) -> tuple[str, str, str]:
     checks, measured, reasons = [], [], []
     for side, cell in ((ref, cells[0]), (new, cells[1])):
         claim_none = sentiment(cell) is False
@@ -297,15 +351,19 @@ def _cache_files_claim(cells: tuple[str, str, str], summary: Summary, ref: str, 
         text = f"{side} claimed {' '.join(kinds) or 'files'}" + (f" of {fmt_bytes(size)}" if size else "")
         text += f": {'created' if ok else 'not created'}"
         if size and ok:
-            text += (f" ({size_text} here; the size depends on the model and the prompt length, "
-                     "so it is reported, not compared)")
+            text += (
+                f" ({size_text} here; the size depends on the model and the prompt length, "
+                "so it is reported, not compared)"
+            )
         reasons.append(text)
     if not checks:
         return "–", NOT_COMPARABLE, "the claim names no file kind, size or absence to check"
     return "; ".join(measured), CONFIRMED if all(checks) else REFUTED, "; ".join(reasons)
 
 
-def _cache_reuse_claim(cells: tuple[str, str, str], summary: Summary, ref: str, new: str | None) -> tuple[str, str, str]:
+def _cache_reuse_claim(
+    cells: tuple[str, str, str], summary: Summary, ref: str, new: str | None
+) -> tuple[str, str, str]:
     checks, measured, reasons = [], [], []
     for side, cell in ((ref, cells[0]), (new, cells[1])):
         claim = sentiment(cell)
@@ -331,9 +389,16 @@ def _cache_reuse_claim(cells: tuple[str, str, str], summary: Summary, ref: str, 
     return "; ".join(measured), CONFIRMED if all(checks) else REFUTED, "; ".join(reasons)
 
 
-def verify_claims(table: ClaimTable, summary: Summary, meta: dict[str, Any], *, reference: str | None = None,
-                  server: str | None = None, scenario: str | None = None,
-                  tolerance: float = TOLERANCE) -> ClaimsReport:
+def verify_claims(
+    table: ClaimTable,
+    summary: Summary,
+    meta: dict[str, Any],
+    *,
+    reference: str | None = None,
+    server: str | None = None,
+    scenario: str | None = None,
+    tolerance: float = TOLERANCE,
+) -> ClaimsReport:
     if tolerance < 1:
         raise ConfigError(f"--tolerance must be >= 1 (a factor), not {tolerance}.")
     old_col, new_col, impr_col, columns = map_columns(table.header, summary, meta, reference, server)
@@ -352,8 +417,11 @@ def verify_claims(table: ClaimTable, summary: Summary, meta: dict[str, Any], *, 
         claimed = f"{_plain(cells[0])} -> {_plain(cells[1])}" + (f" ({_plain(cells[2])})" if cells[2] else "")
         kind = row_kind(metric)
         if kind is None:
-            verdicts.append(ClaimVerdict(metric, claimed, "–", NOT_MEASURED,
-                                         f"the harness does not measure '{metric}'; not guessed"))
+            verdicts.append(
+                ClaimVerdict(
+                    metric, claimed, "–", NOT_MEASURED, f"the harness does not measure '{metric}'; not guessed"
+                )
+            )
             continue
         if kind == "cache_files":
             measured, verdict, reason = _cache_files_claim(cells, summary, ref, new)
@@ -363,9 +431,11 @@ def verify_claims(table: ClaimTable, summary: Summary, meta: dict[str, Any], *, 
             measured, verdict, reason = _latency_claim(kind, cells, summary, ref, new, scenario, tolerance)
         verdicts.append(ClaimVerdict(metric, claimed, measured, verdict, reason))
     model = (meta.get("model") or {}).get("name") or "the run's model"
-    notes = [f"Measured on {model}, scenario {scenario or '–'}, {ref} vs {new or '–'} in run "
-             f"{meta.get('run_id', '?')}. Absolute times in a claim may come from another machine or model: "
-             "they are compared as ratios only."]
+    notes = [
+        f"Measured on {model}, scenario {scenario or '–'}, {ref} vs {new or '–'} in run "
+        f"{meta.get('run_id', '?')}. Absolute times in a claim may come from another machine or model: "
+        "they are compared as ratios only."
+    ]
     if meta.get("status") and meta["status"] != "complete":
         notes.append(f"The run is {meta['status']}: verdicts use only the requests it recorded.")
     return ClaimsReport(table, ref, new or "", columns, verdicts, notes)
@@ -375,14 +445,24 @@ def report_markdown(report: ClaimsReport) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"Claims from {report.table.source} (table at line {report.table.line}); columns: "
-             + ", ".join(f"'{k}' -> {v}" for k, v in report.columns.items()) + ".",
-             *report.notes,
-             f"Rule: a claimed N x is confirmed when the measured ratio is >= N/{TOLERANCE:g} (see harness/claims.py).",
-             "", "| Claim | Claimed | Measured (this run) | Verdict | Reason |", "|---|---|---|---|---|"]
-    lines += [f"| {cell(v.metric)} | {cell(v.claimed)} | {cell(v.measured)} | **{v.verdict}** | {cell(v.reason)} |"
-              for v in report.verdicts]
-    counts = {k: sum(v.verdict == k for v in report.verdicts) for k in (CONFIRMED, REFUTED, NOT_COMPARABLE, NOT_MEASURED)}
+    lines = [
+        f"Claims from {report.table.source} (table at line {report.table.line}); columns: "
+        + ", ".join(f"'{k}' -> {v}" for k, v in report.columns.items())
+        + ".",
+        *report.notes,
+        f"Rule: a claimed N x is confirmed when the measured ratio is >= N/{TOLERANCE:g} "
+        "(see harness/verdicts/claims.py).",
+        "",
+        "| Claim | Claimed | Measured (this run) | Verdict | Reason |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {cell(v.metric)} | {cell(v.claimed)} | {cell(v.measured)} | **{v.verdict}** | {cell(v.reason)} |"
+        for v in report.verdicts
+    ]
+    counts = {
+        k: sum(v.verdict == k for v in report.verdicts) for k in (CONFIRMED, REFUTED, NOT_COMPARABLE, NOT_MEASURED)
+    }
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in counts.items())]
     return "\n".join(lines)
 
@@ -398,5 +478,14 @@ def read_claims(path: str | Path) -> ClaimTable:
     return parse_claims_table(text, str(path))
 
 
-__all__ = ["TOLERANCE", "parse_claims_table", "read_claims", "verify_claims", "report_markdown",
-           "ratio_verdict", "parse_ratio", "parse_seconds", "sentiment"]
+__all__ = [
+    "TOLERANCE",
+    "parse_claims_table",
+    "parse_ratio",
+    "parse_seconds",
+    "ratio_verdict",
+    "read_claims",
+    "report_markdown",
+    "sentiment",
+    "verify_claims",
+]

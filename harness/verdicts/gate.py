@@ -9,7 +9,7 @@ same machine, model and scenarios, minutes apart), so a slow or noisy CI machine
     min_cache_files = 1                    # cache files created by each new server
     require_cache_reuse = true             # reuse reported on at least one follow-up
     no_behaviour_regressions = false       # true: every check that passes on the reference must pass
-    min_ratios = { speedup_decode = 0.5 }  # any ratio from harness.summary.RATIOS
+    min_ratios = { speedup_decode = 0.5 }  # any ratio from harness.analysis.summary.RATIOS
     scenarios = ["agent-session"]          # where the ratio gates apply (default: the headline scenario)
     baseline = "reports/<run-id>"          # a saved run; ratios may not fall below it by more than:
     max_baseline_regression_pct = 25
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import ConfigError
 from harness.analysis.run_folder import load_run
-from harness.core.rows import RESULTS_FILE
 from harness.analysis.summary import ALL, RATIOS, Summary
+from harness.core.errors import ConfigError
 from harness.core.formatting import is_nan
+from harness.core.rows import RESULTS_FILE
 
 GATE_SECTION = "[tool.harness.gate] in pyproject.toml (or [gate] in harness.toml)"
 
@@ -70,8 +70,14 @@ class GateResult:
         return text + (f" — {self.detail}" if self.detail else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"gate": self.gate, "subject": self.subject, "value": self.value,
-                "threshold": self.threshold, "passed": self.passed, "detail": self.detail}
+        return {
+            "gate": self.gate,
+            "subject": self.subject,
+            "value": self.value,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
 
 
 def gate_settings(raw: dict[str, Any] | None) -> dict[str, Any]:
@@ -82,22 +88,29 @@ def gate_settings(raw: dict[str, Any] | None) -> dict[str, Any]:
         if key not in DEFAULT_GATE:
             raise ConfigError(
                 f"unknown gate setting '{key}' in {GATE_SECTION}. Known settings: "
-                f"{', '.join(sorted(DEFAULT_GATE))} (see harness/gate.py)."
+                f"{', '.join(sorted(DEFAULT_GATE))} (see harness/verdicts/gate.py)."
             )
         if key in _NUMBERS:
             if value is False or value is None:
                 value = None
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"gate setting '{key}' in {GATE_SECTION} must be a number >= 0 "
-                                  f"(or false to turn it off), not {value!r}.")
+                raise ConfigError(
+                    f"gate setting '{key}' in {GATE_SECTION} must be a number >= 0 "
+                    f"(or false to turn it off), not {value!r}."
+                )
         elif key in _BOOLS and not isinstance(value, bool):
             raise ConfigError(f"gate setting '{key}' in {GATE_SECTION} must be true or false, not {value!r}.")
-        elif key in _LISTS and value is not None and (
-                not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        elif (
+            key in _LISTS
+            and value is not None
+            and (not isinstance(value, list) or not all(isinstance(v, str) for v in value))
+        ):
             raise ConfigError(f"gate setting '{key}' in {GATE_SECTION} must be a list of names, not {value!r}.")
         elif key == "min_ratios" and not isinstance(value, dict):
-            raise ConfigError(f"gate setting 'min_ratios' in {GATE_SECTION} must be a table such as "
-                              "{ speedup_decode = 0.5 }, not " + repr(value) + ".")
+            raise ConfigError(
+                f"gate setting 'min_ratios' in {GATE_SECTION} must be a table such as "
+                "{ speedup_decode = 0.5 }, not " + repr(value) + "."
+            )
         elif key == "baseline" and value is not None and not isinstance(value, str):
             raise ConfigError(f"gate setting 'baseline' in {GATE_SECTION} must be a run folder path.")
         settings[key] = value
@@ -138,13 +151,15 @@ def missing_ratio_reason(summary: Summary, scenario: str, server: str, ratio: st
     return "; ".join(parts) or "not measured"
 
 
-def _ratio_gate(summary: Summary, gate: str, scenario: str, server: str, ratio: str,
-                minimum: float, threshold_text: str) -> GateResult:
+def _ratio_gate(
+    summary: Summary, gate: str, scenario: str, server: str, ratio: str, minimum: float, threshold_text: str
+) -> GateResult:
     subject = f"{server} vs {summary.reference} [{scenario}]"
     found = summary.ratio(scenario, server, ratio)
     if found is None or is_nan(found.get("ratio")):
-        return GateResult(gate, subject, "missing", threshold_text, False,
-                          missing_ratio_reason(summary, scenario, server, ratio))
+        return GateResult(
+            gate, subject, "missing", threshold_text, False, missing_ratio_reason(summary, scenario, server, ratio)
+        )
     value = float(found["ratio"])
     ci = "" if is_nan(found.get("ci95_low")) else f", 95% CI {found['ci95_low']:.2f}–{found['ci95_high']:.2f}"
     detail = f"median of {found['n_reference']}/{found['n']} requests{ci}"
@@ -155,12 +170,27 @@ def _coverage(summary: Summary, meta: dict[str, Any], servers: list[str]) -> lis
     results: list[GateResult] = []
     status = meta.get("status")
     if not meta:
-        results.append(GateResult("run.complete", "run.json", "missing", "status complete", False,
-                                  "no run.json: the run's configuration and status are unknown"))
+        results.append(
+            GateResult(
+                "run.complete",
+                "run.json",
+                "missing",
+                "status complete",
+                False,
+                "no run.json: the run's configuration and status are unknown",
+            )
+        )
     elif status != "complete":
-        results.append(GateResult("run.complete", str(meta.get("run_id", "run")), str(status or "unknown"),
-                                  "status complete", False,
-                                  f"gated on the {summary.n_rows} requests it recorded"))
+        results.append(
+            GateResult(
+                "run.complete",
+                str(meta.get("run_id", "run")),
+                str(status or "unknown"),
+                "status complete",
+                False,
+                f"gated on the {summary.n_rows} requests it recorded",
+            )
+        )
     config = meta.get("config") or {}
     expected_servers = list(dict.fromkeys([*(config.get("servers") or []), *summary.servers]))
     expected_scenarios = list((meta.get("scenario_models") or {}).keys()) or summary.scenarios
@@ -176,32 +206,55 @@ def _coverage(summary: Summary, meta: dict[str, Any], servers: list[str]) -> lis
                 missing.append(f"{scenario} ({seen}/{repeats} repeats)")
         value = f"{len(expected_scenarios) - len(missing)}/{len(expected_scenarios)} scenarios recorded"
         detail = ("missing: " + ", ".join(missing)) if missing else ""
-        results.append(GateResult("run.coverage", server, value, "every scenario, every repeat",
-                                  not missing, detail))
+        results.append(GateResult("run.coverage", server, value, "every scenario, every repeat", not missing, detail))
     for server in servers:
         if server not in summary.servers and server not in expected_servers:
-            results.append(GateResult("run.coverage", server, "no rows", "present in the run", False,
-                                      "the server to gate has no recorded request"))
+            results.append(
+                GateResult(
+                    "run.coverage",
+                    server,
+                    "no rows",
+                    "present in the run",
+                    False,
+                    "the server to gate has no recorded request",
+                )
+            )
     return results
 
 
-def evaluate(summary: Summary, meta: dict[str, Any], settings: dict[str, Any],
-             baseline: Summary | None = None) -> list[GateResult]:
+def evaluate(
+    summary: Summary, meta: dict[str, Any], settings: dict[str, Any], baseline: Summary | None = None
+) -> list[GateResult]:
     """Every gate line for every new (non-reference) server of the run."""
     settings = gate_settings(settings)
     reference = meta.get("reference_server") or summary.reference
     planned_servers = (meta.get("config") or {}).get("servers") or []
-    servers = settings["servers"] or [s for s in dict.fromkeys([*summary.servers, *planned_servers])
-                                      if s != reference]
+    servers = settings["servers"] or [s for s in dict.fromkeys([*summary.servers, *planned_servers]) if s != reference]
     results = _coverage(summary, meta, servers)
     if summary.servers and reference not in summary.servers:
         # summarize() fell back to another server as the reference: no ratio of this run is valid.
-        results.append(GateResult("run.reference", reference, "no rows", "present in the run", False,
-                                  "the reference server recorded no request, so no ratio can be formed"))
+        results.append(
+            GateResult(
+                "run.reference",
+                reference,
+                "no rows",
+                "present in the run",
+                False,
+                "the reference server recorded no request, so no ratio can be formed",
+            )
+        )
         summary = dataclasses.replace(summary, ratios=summary.ratios.iloc[0:0], reference=reference)
     if not servers:
-        results.append(GateResult("run.servers", "run", "only the reference ran", "a new server to gate",
-                                  False, f"no server other than {reference or 'the reference'}"))
+        results.append(
+            GateResult(
+                "run.servers",
+                "run",
+                "only the reference ran",
+                "a new server to gate",
+                False,
+                f"no server other than {reference or 'the reference'}",
+            )
+        )
         return results
     planned = list((meta.get("scenario_models") or {}).keys())
     scenarios = settings["scenarios"] or ([summary.headline] if summary.headline else planned[:1])
@@ -209,15 +262,28 @@ def evaluate(summary: Summary, meta: dict[str, Any], settings: dict[str, Any],
         for scenario in scenarios:
             if settings["min_follow_up_speedup"] is not None:
                 x = float(settings["min_follow_up_speedup"])
-                results.append(_ratio_gate(summary, "speedup.follow_up", scenario, server,
-                                           "speedup_follow_up", x, f">= {x:g}x"))
+                results.append(
+                    _ratio_gate(summary, "speedup.follow_up", scenario, server, "speedup_follow_up", x, f">= {x:g}x")
+                )
             if settings["max_first_request_slowdown"]:
                 y = float(settings["max_first_request_slowdown"])
-                results.append(_ratio_gate(summary, "speedup.first", scenario, server, "speedup_first",
-                                           1 / y, f">= {1 / y:.2f}x (slowdown <= {y:g}x)"))
+                results.append(
+                    _ratio_gate(
+                        summary,
+                        "speedup.first",
+                        scenario,
+                        server,
+                        "speedup_first",
+                        1 / y,
+                        f">= {1 / y:.2f}x (slowdown <= {y:g}x)",
+                    )
+                )
             for name, minimum in settings["min_ratios"].items():
-                results.append(_ratio_gate(summary, f"ratio.{name}", scenario, server, name,
-                                           float(minimum), f">= {float(minimum):g}x"))
+                results.append(
+                    _ratio_gate(
+                        summary, f"ratio.{name}", scenario, server, name, float(minimum), f">= {float(minimum):g}x"
+                    )
+                )
         results += _cache_gates(summary, server, settings)
         results.append(_behaviour_gate(summary, server, settings["no_behaviour_regressions"]))
         if baseline is not None:
@@ -246,8 +312,7 @@ def _cache_gates(summary: Summary, server: str, settings: dict[str, Any]) -> lis
             value, detail = "not reported", "the server reported neither reuse nor a miss (log or usage)"
         else:
             value, detail = f"{seen}/{known} follow-ups", ""
-        results.append(GateResult("cache.reuse", server, value, ">= 1 follow-up reusing the cache",
-                                  seen >= 1, detail))
+        results.append(GateResult("cache.reuse", server, value, ">= 1 follow-up reusing the cache", seen >= 1, detail))
     return results
 
 
@@ -255,18 +320,34 @@ def _behaviour_gate(summary: Summary, server: str, gated: bool) -> GateResult:
     verdict = summary.verdicts.get(server)
     threshold = "0 regressions" if gated else "not gated (no_behaviour_regressions = false)"
     if verdict is None or verdict.drop_in is None:
-        return GateResult("behaviour.regressions", f"{server} vs {summary.reference}", "not determined",
-                          threshold, False if gated else None, "no scenario turn could be compared")
+        return GateResult(
+            "behaviour.regressions",
+            f"{server} vs {summary.reference}",
+            "not determined",
+            threshold,
+            False if gated else None,
+            "no scenario turn could be compared",
+        )
     first = verdict.regressions[0] if verdict.regressions else None
-    detail = (f"first: {first.scenario} turn {first.turn} `{first.check}`" if first else
-              f"{verdict.compared} scenario turns compared")
+    detail = (
+        f"first: {first.scenario} turn {first.turn} `{first.check}`"
+        if first
+        else f"{verdict.compared} scenario turns compared"
+    )
     value = f"{len(verdict.regressions)} regressions"
-    return GateResult("behaviour.regressions", f"{server} vs {summary.reference}", value, threshold,
-                      (not verdict.regressions) if gated else None, detail)
+    return GateResult(
+        "behaviour.regressions",
+        f"{server} vs {summary.reference}",
+        value,
+        threshold,
+        (not verdict.regressions) if gated else None,
+        detail,
+    )
 
 
-def _baseline_gates(summary: Summary, baseline: Summary, server: str, scenarios: list[str],
-                    settings: dict[str, Any]) -> list[GateResult]:
+def _baseline_gates(
+    summary: Summary, baseline: Summary, server: str, scenarios: list[str], settings: dict[str, Any]
+) -> list[GateResult]:
     pct = settings["max_baseline_regression_pct"]
     if pct is None:
         return []
@@ -277,8 +358,15 @@ def _baseline_gates(summary: Summary, baseline: Summary, server: str, scenarios:
             if base is None or is_nan(base.get("ratio")):
                 continue  # nothing to compare with
             floor = float(base["ratio"]) * (1 - float(pct) / 100)
-            result = _ratio_gate(summary, f"baseline.{name}", scenario, server, name, floor,
-                                 f">= {floor:.2f}x (baseline {_x(base['ratio'])} - {float(pct):g}%)")
+            result = _ratio_gate(
+                summary,
+                f"baseline.{name}",
+                scenario,
+                server,
+                name,
+                floor,
+                f">= {floor:.2f}x (baseline {_x(base['ratio'])} - {float(pct):g}%)",
+            )
             results.append(result)
     return results
 
@@ -300,17 +388,19 @@ def require_run_dir(path: str | Path, *, need_rows: bool = True) -> Path:
     """A run folder, or a ConfigError saying what is missing and what to pass instead."""
     run_dir = Path(path)
     if not run_dir.is_dir():
-        raise ConfigError(f"run folder {run_dir} does not exist. Pass a folder written by `harness run`, "
-                          "e.g. reports/<run-id>.")
+        raise ConfigError(
+            f"run folder {run_dir} does not exist. Pass a folder written by `harness run`, e.g. reports/<run-id>."
+        )
     has_rows = (run_dir / RESULTS_FILE).is_file()
     if not has_rows and (need_rows or not (run_dir / "run.json").is_file()):
-        raise ConfigError(f"{run_dir} is not a complete run folder: it has no {RESULTS_FILE} (the run recorded "
-                          "no request). Pass a folder written by `harness run`, e.g. reports/<run-id>.")
+        raise ConfigError(
+            f"{run_dir} is not a complete run folder: it has no {RESULTS_FILE} (the run recorded "
+            "no request). Pass a folder written by `harness run`, e.g. reports/<run-id>."
+        )
     return run_dir
 
 
-def gate_run(run_dir: str | Path, settings: dict[str, Any],
-             baseline_dir: str | Path | None = None) -> list[GateResult]:
+def gate_run(run_dir: str | Path, settings: dict[str, Any], baseline_dir: str | Path | None = None) -> list[GateResult]:
     """Loads the run (and the baseline run, if any) and evaluates the gates."""
     run_dir = require_run_dir(run_dir, need_rows=False)
     settings = gate_settings(settings)

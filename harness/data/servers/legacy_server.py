@@ -3,7 +3,7 @@
 Reproduces the observable behaviour described in legacy-server.md, quirks included, so the harness can
 compare it with MLX-Textgen on the same model:
 
-    python servers/legacy_server.py --model PATH [--port 8081] [--host 0.0.0.0]
+    python harness/data/servers/legacy_server.py --model PATH [--port 8081] [--host 0.0.0.0]
 
 Quirks kept by default, each with a switch that turns it off for a like-for-like comparison:
 ``--honour-max-tokens`` (otherwise every answer runs to 256 new tokens or EOS), ``--parse-hermes``
@@ -32,16 +32,18 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-# Run as a script (`python servers/legacy_server.py`) or imported by tests with servers/ on sys.path.
+# Run as a script (`python harness/data/servers/legacy_server.py`) or imported by tests with that
+# folder on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from legacy_toolparse import parse_tool_calls  # noqa: E402
+from legacy_toolparse import parse_tool_calls
 
 log = logging.getLogger("legacy-server")
 
@@ -173,7 +175,7 @@ class LegacyEngine:
             prompt = self.tokenizer.apply_chat_template(
                 messages, tools=tools, add_generation_prompt=True, tokenize=False
             )
-        except Exception as exc:  # noqa: BLE001 - any template error falls back to plain text
+        except Exception as exc:  # any template error falls back to plain text
             log.warning("chat template failed (%s); using plain User:/Assistant: prompt", exc)
             prompt = plain_prompt(messages, tools)
         bos = self.tokenizer.bos_token
@@ -253,7 +255,9 @@ def _sse(payload: Any) -> str:
 
 
 def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-    return _sse({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+    return _sse(
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    )
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -289,7 +293,7 @@ def create_app(engine: LegacyEngine, cache: ResponseCache | None, canned_fallbac
         """Generates off the event loop; on failure the canned text (cached) unless switched off."""
         try:
             answer = await asyncio.get_running_loop().run_in_executor(executor, engine.generate, body)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("generation failed")
             if not canned_fallback:
                 raise
@@ -303,7 +307,7 @@ def create_app(engine: LegacyEngine, cache: ResponseCache | None, canned_fallbac
         yield _chunk({"role": "assistant"})
         try:
             answer = await run_generation(body, key)
-        except Exception as exc:  # noqa: BLE001 - status 200 is already sent
+        except Exception as exc:  # status 200 is already sent
             yield _sse(_error(str(exc)))
             yield "data: [DONE]\n\n"
             return
@@ -327,14 +331,18 @@ def create_app(engine: LegacyEngine, cache: ResponseCache | None, canned_fallbac
                 {
                     "object": "text_completion",
                     "model": engine.model_name,
-                    "choices": [{"index": 0, "delta": {"content": char}, "tool_calls": tool_calls, "finish_reason": None}],
+                    "choices": [
+                        {"index": 0, "delta": {"content": char}, "tool_calls": tool_calls, "finish_reason": None}
+                    ],
                 }
             )
         yield _sse(
             {
                 "object": "text_completion",
                 "model": engine.model_name,
-                "choices": [{"index": 0, "delta": {}, "tool_calls": tool_calls, "finish_reason": choice["finish_reason"]}],
+                "choices": [
+                    {"index": 0, "delta": {}, "tool_calls": tool_calls, "finish_reason": choice["finish_reason"]}
+                ],
             }
         )
         yield "data: [DONE]\n\n"
@@ -350,7 +358,7 @@ def create_app(engine: LegacyEngine, cache: ResponseCache | None, canned_fallbac
             tools = body.get("tools")
             if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
                 raise ValueError("'tools' must be a list of objects")
-        except Exception as exc:  # noqa: BLE001 - the original answered every bad body with a 500
+        except Exception as exc:  # the original answered every bad body with a 500
             log.warning("malformed request: %s", exc)
             return JSONResponse(_error(f"malformed request: {exc}"), status_code=500)
 
@@ -364,7 +372,7 @@ def create_app(engine: LegacyEngine, cache: ResponseCache | None, canned_fallbac
         )
         key = ResponseCache.key(body["messages"], body.get("tools")) if cache is not None else None
         cached = cache.get(key) if cache is not None and key is not None else None
-        if cached is not None:
+        if cache is not None and cached is not None:
             log.info("response cache hit (%s)", cache.stats()["hit_rate"])
             if stream:
                 return StreamingResponse(replay_stream(cached), media_type="text/event-stream")
@@ -373,7 +381,7 @@ def create_app(engine: LegacyEngine, cache: ResponseCache | None, canned_fallbac
             return StreamingResponse(live_stream(body, key), media_type="text/event-stream")
         try:
             return JSONResponse(await run_generation(body, key))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return JSONResponse(_error(f"generation failed: {exc}"), status_code=500)
 
     return app
@@ -451,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         engine = LegacyEngine(model_path, args, kv_cache_dir)  # before binding: port open == ready
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"error: cannot load model from {model_path}: {exc}", file=sys.stderr, flush=True)
         return 1
 

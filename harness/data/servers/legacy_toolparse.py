@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 ToolCall = dict[str, str]
 
 _LMSTUDIO = re.compile(r"\[TOOL_REQUEST\](.*?)\[END_TOOL_REQUEST\]", re.DOTALL)
 # Whatever sits between the recipient and <|message|> (e.g. "<|constrain|>json") is skipped.
-_HARMONY = re.compile(
-    r"<\|channel\|>\s*commentary\s+to=(?:functions\.)?([A-Za-z0-9_\-.]+).*?<\|message\|>", re.DOTALL
-)
+_HARMONY = re.compile(r"<\|channel\|>\s*commentary\s+to=(?:functions\.)?([A-Za-z0-9_\-.]+).*?<\|message\|>", re.DOTALL)
 _HARMONY_TEXT_MARKERS = re.compile(r"<\|channel\|>\s*(?:analysis|final)\s*<\|message\|>")
 _HERMES_OPEN = re.compile(r"<tool_call>\s*(?=\{)")
-_XML_WRAPPED = re.compile(
-    r"<tool_call>\s*<function=([^>\s]+)\s*>(.*?)</function>\s*</tool_call>", re.DOTALL
-)
+_XML_WRAPPED = re.compile(r"<tool_call>\s*<function=([^>\s]+)\s*>(.*?)</function>\s*</tool_call>", re.DOTALL)
 _XML_BARE = re.compile(r"<function=([^>\s]+)\s*>(.*?)</function>", re.DOTALL)
 _XML_PARAM = re.compile(r"<parameter=([^>\s]+)\s*>(.*?)</parameter>", re.DOTALL)
 _LOOSE_TOOL = re.compile(r'"tool"\s*:\s*"([^"]+)"')
