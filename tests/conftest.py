@@ -7,6 +7,7 @@ every process started from here inherits, so an orphan re-parented to init is st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -57,8 +58,6 @@ def no_orphan_servers():
     orphans = server_processes(wait_s=3.0)
     described = [f"{process.pid}: {' '.join(process.cmdline())[:160]}" for process in orphans]
     for process in orphans:
-        try:
+        with contextlib.suppress(psutil.Error):
             process.kill()
-        except psutil.Error:
-            pass
     assert not described, f"{len(described)} server process(es) outlived the tests: {described}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.verdicts.gate import failed, verdict_line
 from harness.cli.pytest_plugin import benchmark_figures
+from harness.verdicts.gate import failed, verdict_line
 
 pytestmark = pytest.mark.live_benchmark
 

@@ -1,5 +1,5 @@
 """What the harness itself costs: per request, against a local stub server that answers at once
-(tests/stubs/instant_server.py), the harness's request path (harness.replay.send, the conformance
+(tests/stubs/instant_server.py), the harness's request path (harness.capture.http.send, the conformance
 checks, the token count and the result row a run writes) against a bare httpx loop sending the
 same body; streamed and not. Target: at most 2 ms of overhead per request (median). And the peak
 resident memory of the harness process during a short real run (target: at most 400 MB).
@@ -23,11 +23,10 @@ import httpx
 import pytest
 
 from harness.capture import cachefiles
-
-from harness.checks import conformance
 from harness.capture.http import ReplayLimits, send
-from harness.models.tokens import TokenCounter
+from harness.checks import conformance
 from harness.core.rows import ResultRow
+from harness.models.tokens import TokenCounter
 from harness.scenario.definition import plan_requests, resolve_scenarios
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +83,7 @@ def _bare(client: httpx.Client, url: str, body: dict) -> None:
             for _ in response.iter_raw():
                 pass
     else:
-        client.post(url, json=body).content
+        client.post(url, json=body).read()
 
 
 def _harness(client: httpx.Client, url: str, body: dict, request, counter: TokenCounter, cache_dir: Path) -> str:

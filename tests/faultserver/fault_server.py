@@ -133,7 +133,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "fault-server/1"
     state: State  # set on the class by main()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         log(f"{self.address_string()} {format % args}")
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
         time.sleep(FOREVER)
 
     # -- endpoints -----------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+    def do_GET(self) -> None:
         mode = self.state.args.mode
         if mode == "never-ready-hang":
             self._hang()
@@ -195,7 +195,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"error": {"message": "not found"}}')
 
-    def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+    def do_POST(self) -> None:
         args = self.state.args
         if args.mode == "never-ready-hang":
             self._hang()

@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -54,10 +54,10 @@ class LegacyServer:
             "--port", str(self.port), "--host", "127.0.0.1", *self.extra_args,
         ]  # fmt: skip
 
-    def start(self, deadline_s: float = 90.0) -> "LegacyServer":
+    def start(self, deadline_s: float = 90.0) -> LegacyServer:
         self.home.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, HOME=str(self.home), MLX_KV_CACHE_DIR=str(self.kv_cache_dir))
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open while the server runs, closed by stop()
         self.proc = subprocess.Popen(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

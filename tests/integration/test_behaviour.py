@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.run.config import load_config
-from harness.presentation.report import build_report
-from harness.core.rows import read_rows
-from harness.run.runner import Runner
 from harness.analysis.summary import summarize
+from harness.core.rows import read_rows
+from harness.presentation.report import build_report
+from harness.run.config import load_config
+from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import os
 
 import pytest
 
-from harness.run.config import load_config
-from harness.models.builtin import build_model, default_model_path
 from harness.analysis.run_folder import load_run
-from harness.presentation.report import build_report
 from harness.core.rows import read_rows
+from harness.models.builtin import build_model, default_model_path
+from harness.presentation.report import build_report
+from harness.run.config import load_config
 from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration

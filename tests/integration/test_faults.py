@@ -26,13 +26,12 @@ import pytest
 import yaml
 
 from harness.cli import main as cli
-
-from harness.server import process as servers
-from harness.run.config import RunConfig, ServerOverride
 from harness.core.errors import ConfigError
-from harness.models.builtin import default_model_path, model_checksum
 from harness.core.rows import ResultRow, read_rows
+from harness.models.builtin import default_model_path, model_checksum
+from harness.run.config import RunConfig, ServerOverride
 from harness.run.runner import Runner
+from harness.server import process as servers
 from harness.server.process import ServerProcess
 from harness.server.spec import ServerSpec
 
@@ -469,7 +468,7 @@ def test_unwritable_run_folder_fails_before_any_server_starts(tmp_path, leftover
     config = RunConfig(servers=["fault"], reference="fault", scenarios=[chat], out=str(not_a_dir / "reports"),
                        server={"fault": ServerOverride(command=fault_command("normal"))})
     started = time.monotonic()
-    with pytest.raises(ConfigError, match="cannot write the run folder .*Choose a writable folder with --out DIR"):
+    with pytest.raises(ConfigError, match=r"cannot write the run folder .*Choose a writable folder with --out DIR"):
         Runner(config).run()
     detect = time.monotonic() - started
     # The same through the command line: one clear paragraph, exit code 2.

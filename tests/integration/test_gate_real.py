@@ -22,7 +22,9 @@ out = "{out}"
 
 [server.legacy-as-new]
 label = "legacy stand-in posing as the new server"
-command = ["{{python}}", "{{programs}}/legacy_server.py", "--model", "{{model}}", "--port", "{{port}}", "--host", "{{host}}"]
+command = [
+    "{{python}}", "{{programs}}/legacy_server.py", "--model", "{{model}}", "--port", "{{port}}", "--host", "{{host}}",
+]
 ready_path = "/health"
 cache_dirs = ["{{home}}/.anyclaude/kv-cache"]
 env = {{ MLX_KV_CACHE_DIR = "{{home}}/.anyclaude/kv-cache" }}

@@ -143,7 +143,10 @@ def test_identical_request_is_a_response_cache_hit(legacy_server):
     payloads = [e.payload for e in replay.events[:-1]]
     assert {p["object"] for p in payloads} == {"text_completion"}
     assert all("tool_calls" in p["choices"][0] for p in payloads)
-    assert "".join(p["choices"][0]["delta"].get("content", "") for p in payloads) == first["choices"][0]["message"]["content"]
+    assert (
+        "".join(p["choices"][0]["delta"].get("content", "") for p in payloads)
+        == first["choices"][0]["message"]["content"]
+    )
     assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
     assert health(legacy_server)["cache"]["hits"] == after["hits"] + 1
 
@@ -151,7 +154,7 @@ def test_identical_request_is_a_response_cache_hit(legacy_server):
 def test_every_request_reprocesses_the_prompt_and_kv_dir_stays_empty(legacy_server):
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "one"}]
     chat(legacy_server, messages)
-    follow_up = messages + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "two"}]
+    follow_up = [*messages, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "two"}]
     usage = chat(legacy_server, follow_up).json()["usage"]
     assert usage["cache_read_input_tokens"] == 0
     log = legacy_server.log_text()

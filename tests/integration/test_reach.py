@@ -8,14 +8,15 @@ tool schemas still make each request some 2,700 tokens and up).
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 
 import pytest
 
-from harness.run.config import load_config
-from harness.presentation.report import build_report
 from harness.core.rows import read_rows
+from harness.presentation.report import build_report
+from harness.run.config import load_config
 from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
@@ -127,7 +128,7 @@ def test_side_requests_take_mlx_textgen_s_only_cache_slot(tiny_model, tmp_path):
     assert [r.request_kind for r in rows] == ["first", "side", "follow-up", "follow-up", "side", "follow-up",
                                               "follow-up", "side", "follow-up"]
     assert all(r.error is None for r in rows), [r.error for r in rows]
-    main = [(previous, row) for previous, row in zip(rows, rows[1:]) if row.request_kind == "follow-up"]
+    main = [(previous, row) for previous, row in itertools.pairwise(rows) if row.request_kind == "follow-up"]
     after_side = [row for previous, row in main if previous.request_kind == "side"]
     after_main = [row for previous, row in main if previous.request_kind != "side"]
     assert len(after_side) == 3 and len(after_main) == 2

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.config import load_config
-from harness.presentation.report import build_report
 from harness.core.rows import read_rows
+from harness.presentation.report import build_report
+from harness.run.config import load_config
 from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def test_bound_json_is_written_at_the_end_of_a_run_and_reported(tmp_path):
     for turn in turns:
         assert turn["reused_tokens"] > 0 and turn["new_tokens"] > 0
         assert turn["reused_tokens"] + turn["new_tokens"] == turn["prompt_tokens"]
-        assert 0 < turn["prefill_s"] and 0 < turn["bound_s"]
+        assert turn["prefill_s"] > 0 and turn["bound_s"] > 0
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["bound"]["status"] == "complete" and meta["status"] == "complete"
     text = build_report(run_dir)["summary_md"].read_text()

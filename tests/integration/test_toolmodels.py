@@ -1,7 +1,7 @@
 """The committed tool-call models answer their scenarios correctly under plain mlx-lm.
 
 For each dialect: load the committed folder with ``mlx_lm.load``, render every planned request of
-``scenarios/tools-<dialect>.yaml`` with the model's own chat template, decode greedily, parse the
+``harness/data/scenarios/tools-<dialect>.yaml`` with the model's own chat template, decode greedily, parse the
 dialect's output and check it against the scenario's expectations: the right tool call (name and
 arguments) where one is expected, and a plain answer everywhere else. This is the baseline a server
 is compared with: if a server loses these calls, the server is at fault, not the model.
@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from harness.models.dialects import DIALECTS, parse_output
 from harness.core.paths import builtin_scenarios_dir
-from harness.scenario.definition import load_scenario, plan_requests
+from harness.models.dialects import DIALECTS, parse_output
 from harness.models.training import TOOL_MODELS, TOOLS, tool_model_path
+from harness.scenario.definition import load_scenario, plan_requests
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def test_scenario_arguments_copied_exactly(name: str) -> None:
     for request, text, _content, calls in _answers(name):
         expect = request.expect
         if expect and expect.tool_calls:
-            for call, want in zip(calls, expect.tool_calls):
+            for call, want in zip(calls, expect.tool_calls, strict=False):
                 for key, value in (want.arguments or {}).items():
                     assert call["arguments"].get(key) == value, f"{name} turn {request.turn}: generated {text!r}"
 
@@ -123,7 +123,7 @@ def test_template_takes_string_or_dict_arguments(name: str) -> None:
     as_string = tokenizer.apply_chat_template(conversation(json.dumps(args)), tools=TOOLS, tokenize=False)
     as_dict = tokenizer.apply_chat_template(conversation(args), tools=TOOLS, tokenize=False)
     assert as_string == as_dict
-    content, calls = parse_output(TOOL_MODELS[name].dialect, as_string.split("Read it.", 1)[1])
+    _content, calls = parse_output(TOOL_MODELS[name].dialect, as_string.split("Read it.", 1)[1])
     assert calls[:1] == [{"name": "Read", "arguments": args}]
 
 

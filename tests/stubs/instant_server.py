@@ -31,7 +31,7 @@ class Handler(BaseHTTPRequestHandler):
     delay_s = 0.0
     serial_lock: threading.Lock | None = None
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass  # no per-request log line: it would cost more than the answer
 
     def _send_json(self, status: int, payload: dict) -> None:
@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path in ("/health", "/"):
             self._send_json(200, {"status": "ok"})
         elif self.path == "/v1/models":
@@ -50,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if self.path != "/v1/chat/completions":
@@ -85,7 +85,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunk = {**base, "object": "chat.completion.chunk"}
-        events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+        events = [
+            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        ]
         events += [{**chunk, "choices": [{"index": 0, "delta": {"content": ("" if i == 0 else " ") + w},
                                           "finish_reason": None}]} for i, w in enumerate(words)]
         events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})

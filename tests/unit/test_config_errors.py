@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main as cli
-from harness.run.config import load_config
 from harness.core.errors import ConfigError
+from harness.run.config import load_config
 from harness.scenario.definition import ScenarioError, load_scenario
 
 

@@ -11,8 +11,8 @@ from harness.core.paths import server_programs_dir
 
 sys.path.insert(0, str(server_programs_dir()))
 
-import legacy_server  # noqa: E402
-from legacy_toolparse import (  # noqa: E402
+import legacy_server
+from legacy_toolparse import (
     balanced_json_object,
     parse_harmony,
     parse_qwen_xml,
@@ -228,8 +228,15 @@ def test_hermes_arguments_given_as_json_string_are_kept_verbatim():
 
 def test_tool_messages_become_user_turns_and_list_content_is_joined():
     messages = [
-        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url"}, {"type": "text", "text": "here"}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "bash", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "look"}, {"type": "image_url"}, {"type": "text", "text": "here"}],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "bash", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
         {"role": "tool", "name": "read_file", "content": "data"},
     ]

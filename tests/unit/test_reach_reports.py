@@ -11,12 +11,11 @@ import pytest
 
 from harness.analysis.bound import bound_frames, load_bound, row_bounds
 from harness.analysis.concurrency import is_concurrent, load_frame
-from harness.core.rows import BOUND_FILE
-from harness.run.concurrent import tag_session
-from harness.presentation.report import build_report, comparison_frame
-from harness.core.rows import RESULTS_FILE, ResultRow
-from harness.scenario.definition import plan_requests, resolve_scenarios
 from harness.analysis.summary import summarize
+from harness.core.rows import BOUND_FILE, RESULTS_FILE, ResultRow
+from harness.presentation.report import build_report, comparison_frame
+from harness.run.concurrent import tag_session
+from harness.scenario.definition import plan_requests, resolve_scenarios
 
 BOUND = {
     "scenarios": {
@@ -172,14 +171,19 @@ def test_log_lines_of_a_batch_are_counted_once_even_when_the_server_logs_them_tw
     log = "\n".join([
         '[INFO] 2026-01-01 10:00:00,001 - MLX Textgen - No suitable cache found. Time taken: 0.000s.',
         '[(INFO) 2026-01-01 10:00:00]: No suitable cache found. Time taken: 0.000s.',
-        '[INFO] 2026-01-01 10:00:01,001 - MLX Textgen - Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
+        '[INFO] 2026-01-01 10:00:01,001 - MLX Textgen - '
+        'Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
         '[(INFO) 2026-01-01 10:00:01]: Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
-        '[INFO] 2026-01-01 10:00:02,001 - MLX Textgen - Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
+        '[INFO] 2026-01-01 10:00:02,001 - MLX Textgen - '
+        'Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
         '[(INFO) 2026-01-01 10:00:02]: Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
     ])
     assert count_log_lines(textgen.reuse_pattern, log) == 2
     assert count_log_lines(textgen.miss_pattern, log) == 1
     assert count_log_lines(None, log) is None and count_log_lines(textgen.reuse_pattern, "") is None
     mlx_lm = mlx_lm_spec()
-    debug = "DEBUG:root:*** Resetting cache. ***\nDEBUG:root:*** Cache is prefix of prompt (cache_len: 129, prompt_len: 232)"
+    debug = (
+        "DEBUG:root:*** Resetting cache. ***\n"
+        "DEBUG:root:*** Cache is prefix of prompt (cache_len: 129, prompt_len: 232)"
+    )
     assert count_log_lines(mlx_lm.reuse_pattern, debug) == 1 and count_log_lines(mlx_lm.miss_pattern, debug) == 1

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from harness.core.formatting import improvement_text
-from harness.presentation.report import build_report, comparison_table_md, console_table
-from harness.core.rows import ResultRow
-from harness.analysis.summary import summarize
-
 import run_folder
+
+from harness.analysis.summary import summarize
+from harness.core.formatting import improvement_text
+from harness.core.rows import ResultRow
+from harness.presentation.report import build_report, comparison_table_md, console_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["latency_per_turn", "first_vs_followup", "cache_bytes_per_turn"]
@@ -108,7 +107,9 @@ def test_slower_and_not_significant_wording():
     md = comparison_table_md(summarize(make_rows(overlap, tools=False)), {})
     assert "| First request | 1.1 s | 1 s | no significant difference" in md
     assert "Follow-up requests" in md and md.count("no significant difference") >= 2
-    assert improvement_text({"ratio": 1.25, "ci95_low": 1.1, "ci95_high": 1.4, "significant": True}) == "**1.2x faster**"
+    assert (
+        improvement_text({"ratio": 1.25, "ci95_low": 1.1, "ci95_high": 1.4, "significant": True}) == "**1.2x faster**"
+    )
     assert improvement_text({"ratio": 0.8, "ci95_low": 0.7, "ci95_high": 0.9, "significant": True}) == "1.2x slower"
 
 

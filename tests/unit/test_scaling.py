@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from harness.cli.main import build_parser
-from harness.run.config import load_config
 from harness.core.errors import ConfigError
+from harness.core.rows import ResultRow
 from harness.models.builtin import build_model, default_model_path
 from harness.models.tokens import TokenCounter
-from harness.core.rows import ResultRow
+from harness.run.config import load_config
 from harness.scenario.context_size import expand, fit_text, parse_sizes, scale_groups, scale_scenario, split_name
 from harness.scenario.definition import plan_requests, resolve_scenarios
 
@@ -76,7 +76,7 @@ def test_two_sizes_do_not_share_a_long_prefix(counter):
     """Otherwise a server caching across conversations would serve the larger size from the smaller."""
     base = resolve_scenarios(["agent-session"])[0]
     small, large = (scale_scenario(base, n, counter).system_text for n in (1000, 2000))
-    shared = next(i for i, (a, b) in enumerate(zip(small, large)) if a != b)
+    shared = next(i for i, (a, b) in enumerate(zip(small, large, strict=False)) if a != b)
     assert shared < 40
 
 
@@ -106,8 +106,8 @@ def test_scale_groups_works_per_model_group(counter):
 
 
 def test_rows_carry_the_size_and_the_plot_draws_latency_against_it(tmp_path):
-    from harness.presentation.plots import latency_vs_context
     from harness.analysis.summary import summarize
+    from harness.presentation.plots import latency_vs_context
 
     rows = []
     t = 1000.0

@@ -1,5 +1,6 @@
 """Scenario loading, validation errors and request planning."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from harness.scenario.definition import (
 )
 
 TOOLS = [
-    {"type": "function", "function": {"name": "Read", "description": "Read a file",
-                                      "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}}}},
+    {"type": "function", "function": {
+        "name": "Read", "description": "Read a file",
+        "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+    }},
     {"type": "function", "function": {"name": "Bash", "description": "Run a command",
                                       "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}},
 ]
@@ -48,7 +51,7 @@ def test_plan_gives_identical_growing_prefixes(tmp_path):
     requests = plan_requests(load_scenario(write(tmp_path, SESSION)))
     assert [r.turn for r in requests] == [0, 1, 2]
     # Each request's history starts with the whole previous request's messages.
-    for earlier, later in zip(requests, requests[1:]):
+    for earlier, later in itertools.pairwise(requests):
         assert later.messages[: len(earlier.messages)] == earlier.messages
     second = requests[1].messages
     assert second[0] == {"role": "system", "content": "You are a coding agent."}

@@ -3,6 +3,7 @@ own, so neither may share the main conversation's history, tools or prefix."""
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 
 import pytest
@@ -34,7 +35,7 @@ def test_the_side_requests_scenario_interleaves_short_tool_less_requests():
         # Nothing of a side conversation ever enters the main history.
         assert not any("isNewTopic" in str(m.get("content")) for m in request.messages)
     # Each main request extends the previous one: the prefix a cache can reuse.
-    for before, after in zip(main, main[1:]):
+    for before, after in itertools.pairwise(main):
         assert after.messages[:len(before.messages)] == before.messages
 
 
@@ -85,7 +86,7 @@ def test_a_side_turn_without_a_system_prompt_is_just_the_user_message(tmp_path):
             stream: false
           - user: second
     """))
-    first, side, second = plan_requests(scenario)
+    _first, side, second = plan_requests(scenario)
     assert side.messages == [{"role": "user", "content": "quota"}] and side.stream is False
     assert [m["content"] for m in second.messages] == ["main system", "first", "one", "second"]
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.core.rows import ResultRow
 from harness.analysis.summary import (
     ALL,
     bootstrap_median_ci,
@@ -17,6 +16,7 @@ from harness.analysis.summary import (
     ratio_ci,
     summarize,
 )
+from harness.core.rows import ResultRow
 
 # Per repeat: (first request, follow-ups on turns 1..3) in seconds.
 LEGACY = [(50.0, [49.0, 51.0, 50.5]), (52.0, [48.5, 50.0, 49.5]), (48.0, [50.0, 51.5, 49.0])]
@@ -235,8 +235,8 @@ def test_csv_frame(summary, tmp_path):
 
 def test_call_level_checks_cannot_regress_where_the_reference_made_no_call():
     """Legacy without Hermes parsing returns no call: the new server's argument miss is not a regression."""
-    from harness.core.rows import ResultRow
     from harness.analysis.summary import summarize
+    from harness.core.rows import ResultRow
 
     def row(server, failed, turn=0):
         return ResultRow(run_id="r", server=server, scenario="tools", variant="no-stream", turn=turn,

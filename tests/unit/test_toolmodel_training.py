@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from harness.models.dialects import DIALECTS
 from harness.checks.toolcalls import parse_arguments
+from harness.models.dialects import DIALECTS
 from harness.models.training import (
     NAMES,
     ROOT_FILES,
@@ -44,7 +44,9 @@ def test_single_requests_ask_for_the_arguments_of_their_call(dialect: str) -> No
             for value in arguments.values():
                 assert value in user["content"], (user["content"], call)
             path = arguments.get("file_path")
-            made_up += bool(path) and path not in ROOT_FILES and PurePosixPath(path).stem.removeprefix("test_") not in NAMES
+            made_up += (
+                bool(path) and path not in ROOT_FILES and PurePosixPath(path).stem.removeprefix("test_") not in NAMES
+            )
     assert made_up > 30  # names from no list: the model has to copy them, not recall them
 
 
@@ -117,5 +119,5 @@ def test_loss_on_the_shared_prefix_equals_the_plain_forward_pass() -> None:
     shared, shared_grads = loss_and_grads(lambda: _loss(model, prefix, batch, pad=0))
     plain, plain_grads = loss_and_grads(lambda: _loss(model, [], batch, pad=0))
     assert shared == pytest.approx(plain, rel=1e-5)
-    for a, b in zip(shared_grads, plain_grads):
+    for a, b in zip(shared_grads, plain_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -7,20 +7,29 @@ import math
 from pathlib import Path
 
 import pytest
-
-from harness.cli import main as cli
-from harness.verdicts.claims import (
-    CONFIRMED, NOT_COMPARABLE, NOT_MEASURED, REFUTED, parse_claims_table, parse_ratio, parse_seconds,
-    ratio_verdict, read_claims, report_markdown, sentiment, verify_claims,
-)
-from harness.core.errors import ConfigError
-from harness.verdicts.gate import evaluate, failed, gate_settings, verdict_line
-from harness.cli.pytest_plugin import benchmark_figures
-from harness.presentation.readme_table import END, START, replace_between_markers, update_file
-from harness.core.rows import ResultRow
-from harness.analysis.summary import summarize
-
 import run_folder
+
+from harness.analysis.summary import summarize
+from harness.cli import main as cli
+from harness.cli.pytest_plugin import benchmark_figures
+from harness.core.errors import ConfigError
+from harness.core.rows import ResultRow
+from harness.presentation.readme_table import END, START, replace_between_markers, update_file
+from harness.verdicts.claims import (
+    CONFIRMED,
+    NOT_COMPARABLE,
+    NOT_MEASURED,
+    REFUTED,
+    parse_claims_table,
+    parse_ratio,
+    parse_seconds,
+    ratio_verdict,
+    read_claims,
+    report_markdown,
+    sentiment,
+    verify_claims,
+)
+from harness.verdicts.gate import evaluate, failed, gate_settings, verdict_line
 
 ARCHIVE = Path(__file__).resolve().parents[1] / "fixtures" / "archive-readme.md"
 
@@ -260,7 +269,7 @@ def test_gate_with_only_the_reference_or_no_run_json(tmp_path):
 
 
 def test_gate_configuration_errors(tmp_path, monkeypatch, capsys):
-    with pytest.raises(ConfigError, match="unknown metric 'speedup_bogus'.*speedup_follow_up"):
+    with pytest.raises(ConfigError, match=r"unknown metric 'speedup_bogus'.*speedup_follow_up"):
         gate_settings({"min_ratios": {"speedup_bogus": 1.0}})
     with pytest.raises(ConfigError, match="unknown gate setting 'min_speed'"):
         gate_settings({"min_speed": 2})
@@ -268,7 +277,7 @@ def test_gate_configuration_errors(tmp_path, monkeypatch, capsys):
         gate_settings({"min_follow_up_speedup": "fast"})
     assert gate_settings({"min_follow_up_speedup": False})["min_follow_up_speedup"] is None
     run_dir = write_run(tmp_path / "run", make_rows())
-    code, out, err = gate_cli(run_dir, tmp_path, monkeypatch, capsys, 'baseline_metrics = ["first_latency"]\n')
+    code, _out, err = gate_cli(run_dir, tmp_path, monkeypatch, capsys, 'baseline_metrics = ["first_latency"]\n')
     assert code == 2 and "unknown metric 'first_latency'" in err and "[tool.harness.gate]" in err
     code, _, err = gate_cli(tmp_path / "missing", tmp_path, monkeypatch, capsys)
     assert code == 2 and "does not exist" in err
@@ -277,7 +286,7 @@ def test_gate_configuration_errors(tmp_path, monkeypatch, capsys):
 def test_behaviour_and_extra_ratio_gates(tmp_path):
     rows = make_rows(failing={"mlx-textgen": ["tool.calls_missing"]})
     summary = summarize(rows)
-    info = [r for r in evaluate(summary, META, {}) if r.gate == "behaviour.regressions"][0]
+    info = next(r for r in evaluate(summary, META, {}) if r.gate == "behaviour.regressions")
     assert info.passed is None and "1 regressions" in info.line() and "INFO" in info.line()
     gated = evaluate(summary, META, {"no_behaviour_regressions": True, "min_ratios": {"speedup_first": 2}})
     names = [r.gate for r in failed(gated)]
