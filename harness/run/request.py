@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -164,7 +165,7 @@ class RequestExecutor:
             session=session,
             variant=ctx.variant,
             model=ctx.model_name,
-            tool_choice=request.tool_choice,
+            tool_choice=tool_choice_text(request.tool_choice),
             turn=request.turn,
             request_kind=kind,
             stream=request.stream,
@@ -214,3 +215,10 @@ class RequestExecutor:
             row.cached_tokens = tokens
         self.sink(row)
         return row
+
+
+def tool_choice_text(choice: str | dict[str, Any] | None) -> str | None:
+    """``tool_choice`` as the row keeps it: the string, or a named function's JSON, compact."""
+    if choice is None or isinstance(choice, str):
+        return choice
+    return json.dumps(choice, separators=(",", ":"), sort_keys=True)

@@ -19,6 +19,19 @@ A scenario file looks like::
 
 Each turn is one request. The scripted ``reply`` (never the server's own answer) is appended to the
 history afterwards, so every server sees byte-identical prefixes.
+
+A recorded scenario (written by ``harness record`` or ``harness import``, or by hand) has turns that
+each carry a whole request body instead, replayed exactly as recorded: the same messages, tools,
+tool_choice and parameters, only ``model`` swapped for the server's own id::
+
+    name: my-session
+    turns:
+      - request: {messages: [...], tools: [...], stream: true, max_tokens: 256}
+        response: {...}        # the recorded answer, when there is one (the A/B reference)
+        notes: ["..."]         # what the import could not convert, said once here
+        expect: {...}          # optional, as on any turn
+
+The harness never "cleans" a recorded request: the shapes real clients send are what breaks servers.
 """
 
 from __future__ import annotations
@@ -80,6 +93,11 @@ class Expect(_Strict):
 class Turn(_Strict):
     user: str | None = None
     tool_results: list[str] | None = None
+    # A recorded request body, replayed as it is (see the module docstring), with the answer that
+    # was recorded for it and what its import could not convert.
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
     reply: Reply | None = None
     expect: Expect | None = None
     stream: bool | None = None
@@ -93,10 +111,19 @@ class Turn(_Strict):
 
     @model_validator(mode="after")
     def _one_input(self) -> Turn:
-        if (self.user is None) == (self.tool_results is None):
-            raise ValueError("a turn needs exactly one of 'user' or 'tool_results'")
-        if self.side and self.user is None:
-            raise ValueError("a side turn (side: true) needs 'user', not 'tool_results'")
+        given = [name for name in ("user", "tool_results", "request") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("a turn needs exactly one of 'user', 'tool_results' or 'request'")
+        if self.request is not None:
+            messages = self.request.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise ValueError("'request' must be a chat-completions body with a non-empty 'messages' list")
+            if self.reply is not None:
+                raise ValueError("a 'request' turn carries its own history: drop 'reply'")
+        elif self.response is not None:
+            raise ValueError("'response' is only allowed on a 'request' turn")
+        if self.side and self.tool_results is not None:
+            raise ValueError("a side turn (side: true) needs 'user' or 'request', not 'tool_results'")
         if self.system is not None and not self.side:
             raise ValueError("'system' is only allowed on a side turn (side: true)")
         return self
@@ -110,7 +137,9 @@ class Variant(_Strict):
 
     def label(self, scenario: Scenario) -> str:
         stream = self.stream if self.stream is not None else scenario.stream
-        parts = ["stream" if stream else "no-stream"]
+        # A recorded request streams or not as it was recorded unless the mode says otherwise.
+        recorded = self.stream is None and scenario.recorded
+        parts = ["as-recorded"] if recorded else ["stream" if stream else "no-stream"]
         choice = self.tool_choice or scenario.tool_choice
         if choice:
             parts.append(f"tool_choice={choice}")
@@ -151,6 +180,11 @@ class Scenario(_Strict):
     def play_modes(self) -> list[Variant]:
         return self.variants or [Variant()]
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the scenario's turns are recorded request bodies (replayed exactly)."""
+        return any(turn.request is not None for turn in self.turns)
+
 
 @dataclass
 class PlannedRequest:
@@ -162,14 +196,27 @@ class PlannedRequest:
     tools: list[dict[str, Any]]
     params: dict[str, Any]
     stream: bool
-    tool_choice: str | None
+    tool_choice: str | dict[str, Any] | None
     expect: Expect | None
     restart_after: bool = False
     side: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # A recorded request body: sent as it is, with only ``model`` (and a mode's stream or
+    # tool_choice override) changed.
+    raw: dict[str, Any] | None = None
+    # The answer recorded with it, when there is one.
+    recorded_response: dict[str, Any] | None = None
 
     def body(self, model_id: str) -> dict[str, Any]:
         """The JSON body of the chat-completions request."""
+        if self.raw is not None:
+            raw = copy.deepcopy(self.raw)
+            raw["model"] = model_id
+            if bool(raw.get("stream", False)) != self.stream:
+                raw["stream"] = self.stream
+            if self.tool_choice != raw.get("tool_choice") and self.tool_choice is not None:
+                raw["tool_choice"] = self.tool_choice
+            return raw
         body: dict[str, Any] = {"model": model_id, "messages": self.messages, "stream": self.stream}
         body.update(self.params)
         if self.tools:
@@ -350,6 +397,8 @@ def _check_turns(path: Path, scenario: Scenario) -> None:
     names = set(_tool_names(scenario.tool_schemas))
     pending_calls = 0
     for index, turn in enumerate(scenario.turns):
+        if turn.request is not None:
+            continue  # a recorded request is checked by the server it is replayed to, not here
         if turn.tool_results is not None and len(turn.tool_results) != pending_calls:
             raise ScenarioError(
                 f"{path}: turns[{index}].tool_results has {len(turn.tool_results)} result(s) but the "
@@ -424,6 +473,9 @@ def plan_requests(
     planned: list[PlannedRequest] = []
     last_calls: list[dict[str, Any]] = []
     for index, turn in enumerate(scenario.turns):
+        if turn.request is not None:
+            planned.append(_recorded_request(scenario, turn, index, stream, tool_choice))
+            continue
         if turn.side:
             planned.append(_side_request(scenario, turn, index, stream))
             continue
@@ -481,3 +533,29 @@ def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | Non
         restart_after=turn.restart_after,
         side=True,
     )
+
+
+def _recorded_request(
+    scenario: Scenario, turn: Turn, index: int, stream: bool | None, tool_choice: str | None
+) -> PlannedRequest:
+    """A recorded request, replayed as recorded; a mode's ``stream`` / ``tool_choice`` still apply."""
+    raw = turn.request or {}
+    params = {key: value for key, value in raw.items() if key not in _BODY_FIELDS}
+    return PlannedRequest(
+        scenario=scenario.name,
+        turn=index,
+        messages=raw["messages"],
+        tools=raw.get("tools") or [],
+        params=params,
+        stream=stream if stream is not None else bool(raw.get("stream", False)),
+        tool_choice=tool_choice or raw.get("tool_choice"),
+        expect=turn.expect,
+        restart_after=turn.restart_after,
+        side=turn.side,
+        raw=raw,
+        recorded_response=turn.response,
+    )
+
+
+# The fields of a request body that PlannedRequest holds on their own; the rest are parameters.
+_BODY_FIELDS = {"model", "messages", "tools", "tool_choice", "stream"}
