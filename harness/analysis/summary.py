@@ -311,6 +311,12 @@ def _cache_record(part: pd.DataFrame) -> dict[str, Any]:
         "follow_ups": len(follow),
         "reuse_known": int(follow["cache_reused"].notna().sum()),
         "reuse_seen": int((follow["cache_reused"] == True).sum()),  # noqa: E712 (None-safe)
+        # which layer of evidence decided reuse (protocol / log / timing), follow-ups per layer
+        "reuse_sources": {
+            str(k): int(v) for k, v in follow.loc[follow["cache_reused"].notna(), "reuse_source"].value_counts().items()
+        }
+        if "reuse_source" in follow
+        else {},
         "restarts": len(restart),
         "restart_reuse_seen": int((restart["cache_reused"] == True).sum()),  # noqa: E712
     }

@@ -58,8 +58,12 @@ class ResultRow(BaseModel):
     tokens_source: str | None = None
     decode_tok_s: float | None = None
     cached_tokens: int | None = None
-    # Cache reuse the server reported for this request (log line or usage); None when unknown.
+    # Whether this request reused a prompt cache (at least half of its prompt), and which layer of
+    # evidence decided it: "protocol" (usage.prompt_tokens_details.cached_tokens), "log" (the
+    # server's log lines) or "timing" (its prompt-processing time against its own first request).
+    # None when nothing could tell.
     cache_reused: bool | None = None
+    reuse_source: str | None = None
     cache_files_new: int = 0
     cache_bytes_new: int = 0
     cache_bytes_total: int = 0

@@ -49,11 +49,14 @@ def _reuse_text(cache: dict[str, Any]) -> str:
     if not cache or not cache.get("follow_ups"):
         return "–"
     if not cache.get("reuse_known"):
-        return "Unknown (not reported)"
+        return "Undecided (no usage figure, log line or timing said)"
     seen, n = cache["reuse_seen"], cache["reuse_known"]
     text = f"Reuse seen on {seen}/{n} follow-ups" if seen else f"Not seen (0/{n} follow-ups)"
+    sources = cache.get("reuse_sources") or {}
+    if sources:  # which evidence decided: the server's usage figures, its log, or timing
+        text += " (" + ", ".join(f"{source}: {count}" for source, count in sorted(sources.items())) + ")"
     unknown = cache["follow_ups"] - n  # follow-ups where the server said nothing either way
-    return text + (f"; {unknown} not reported" if unknown else "")
+    return text + (f"; {unknown} undecided" if unknown else "")
 
 
 def _files_text(cache: dict[str, Any]) -> str:
@@ -111,9 +114,14 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
     scenario, servers, others = summary.headline, summary.servers, summary.others
     impr_cols = ["Improvement"] if len(others) == 1 else [f"Improvement ({o})" for o in others]
 
+    def cell(server: str, metric: str, unit: str) -> str:
+        stat = summary.stat(scenario, server, metric)
+        text = fmt_value(stat["median"], unit)
+        return f"{text} (n={int(stat['n'])})" if stat["n"] else text  # how many samples the median has
+
     def stat_row(label: str, metric: str, ratio: str, better="faster", worse="slower"):
         unit = "tok/s" if metric == "decode_tok_s" else "s"
-        row = [label] + [fmt_value(summary.stat(scenario, s, metric)["median"], unit) for s in servers]
+        row = [label] + [cell(s, metric, unit) for s in servers]
         row += [improvement_text(summary.ratio(scenario, o, ratio), better, worse) for o in others]
         return row
 
@@ -155,6 +163,13 @@ def _meta_line(summary: Summary, run_meta: dict[str, Any]) -> str:
         )
     if run_meta.get("created_at"):
         parts.append(f"Date: {str(run_meta['created_at'])[:10]}")
+    servers = [
+        f"{name} {versions}"
+        for name, meta in (run_meta.get("servers") or {}).items()
+        if name in summary.servers and (versions := server_versions_text(meta))
+    ]
+    if servers:
+        parts.append("Servers: " + "; ".join(servers))
     if summary.headline:
         n_first = summary.stat(summary.headline, summary.reference, "first_total_s")["n"]
         n_follow = summary.stat(summary.headline, summary.reference, "follow_up_total_s")["n"]
@@ -163,6 +178,55 @@ def _meta_line(summary: Summary, run_meta: dict[str, Any]) -> str:
             f"requests, {n_follow} follow-ups)"
         )
     return " · ".join(parts)
+
+
+# The packages that name a server's release in one line (the rest are listed in the run details).
+HEADLINE_PACKAGES = ("mlx-textgen", "mlx-lm", "mlx", "vllm", "vllm-mlx", "llama-cpp-python", "sglang")
+
+
+def server_versions_text(meta: dict[str, Any]) -> str:
+    """'(mlx-textgen 0.2.1, mlx-lm 0.26.3, mlx 0.26.5)' from what the server's own interpreter and
+    answers said; '' when it said nothing (a remote server with no version endpoint)."""
+    identity = meta.get("identity") or {}
+    packages = identity.get("packages") or {}
+    names = identity.get("release_packages") or HEADLINE_PACKAGES
+    parts = [f"{name} {packages[name]}" for name in names if name in packages]
+    parts += [f"{path} {text}" for path, text in (identity.get("reported") or {}).items()]
+    fingerprints = (meta.get("observed") or {}).get("system_fingerprints") or []
+    parts += [f"fingerprint {value}" for value in fingerprints[:2]]
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def _identity_lines(meta: dict[str, Any]) -> list[str]:
+    identity, observed = meta.get("identity") or {}, meta.get("observed") or {}
+    lines = []
+    if identity.get("packages"):
+        lines.append(
+            f"packages of its interpreter `{identity.get('interpreter')}`: "
+            + ", ".join(f"{k} {v}" for k, v in identity["packages"].items())
+        )
+    for path, text in (identity.get("reported") or {}).items():
+        lines.append(f"reports its version at {path}: {text}")
+    if observed.get("system_fingerprints"):
+        lines.append("system_fingerprint: " + ", ".join(observed["system_fingerprints"]))
+    if identity.get("ready_probe"):
+        lines.append(f"readiness probed on {identity['ready_probe']}; model id `{identity.get('model_id')}`")
+    usage = observed.get("stream_usage")
+    if usage and usage != "unknown":
+        lines.append(
+            {
+                "sent": "streams: usage sent when asked (stream_options.include_usage)",
+                "ignored": "streams: stream_options accepted but no usage sent",
+                "refused": "streams: stream_options refused, so streams carry no usage",
+            }.get(usage, f"streams: {usage}")
+        )
+    convention = observed.get("prompt_tokens_include_cached")
+    if convention is not None:
+        lines.append(
+            ("prompt_tokens counts cached tokens too" if convention else "prompt_tokens counts only uncached tokens")
+            + f" ({observed.get('prompt_tokens_evidence')})"
+        )
+    return lines
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -335,7 +399,10 @@ def _details(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
     if run_meta.get("machine"):
         items.append("Machine: " + ", ".join(f"{k}={v}" for k, v in run_meta["machine"].items()))
     if run_meta.get("versions"):
-        items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in run_meta["versions"].items()))
+        items.append(
+            "The harness's own environment (not the servers'): "
+            + ", ".join(f"{k} {v}" for k, v in run_meta["versions"].items())
+        )
     for name, meta in (run_meta.get("servers") or {}).items():
         quirks = ", ".join(f"{k}={v}" for k, v in (meta.get("quirks") or {}).items()) or "none"
         items.append(
@@ -344,6 +411,7 @@ def _details(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         )
         if meta.get("command"):
             items.append(f"  - command: `{' '.join(map(str, meta['command']))}`")
+        items += [f"  - {line}" for line in _identity_lines(meta)]
         for s in meta.get("sessions") or []:
             items.append(
                 f"  - session: ready in {fmt_value(s.get('time_to_ready_s'))}, peak RSS "

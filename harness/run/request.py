@@ -23,14 +23,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from harness.capture import cachefiles
-from harness.capture.http import ReplayLimits, send
+from harness.capture.http import CapturedResponse, ReplayLimits, send
 from harness.checks import conformance
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
@@ -53,26 +53,92 @@ def redact_row(row: ResultRow, secret: str | None) -> ResultRow:
     return ResultRow.model_validate_json(text.replace(escaped, "***"))
 
 
+@dataclass
+class ReuseDecision:
+    reused: bool | None
+    tokens: int | None  # tokens taken from the cache, where a layer says how many
+    source: str | None  # "protocol", "log" or "timing": the first layer that could tell
+
+
 def decide_cache_reuse(
     prompt_tokens: int | None,
     usage_cached_tokens: int | None,
     log_reused: bool | None,
     log_tokens: int | None,
-) -> tuple[bool | None, int | None]:
-    """(reused?, tokens reused) for one request; (None, None) when nothing says.
+    timing_reused: bool | None = None,
+    includes_cached: bool | None = None,
+) -> ReuseDecision:
+    """Whether one request reused a prompt cache, from the first layer of evidence that can tell.
 
-    The server's own usage figure (``prompt_tokens_details.cached_tokens``) wins over its log for the
-    token count; the log decides reuse when it has a line for this request. Either way, reuse counts
-    only when at least ``MIN_REUSED_SHARE`` of the prompt came from the cache.
+    In order: the protocol (``usage.prompt_tokens_details.cached_tokens``), the server's log lines,
+    then timing (its prompt processing against its own first request). A count of reused tokens
+    counts as reuse only when it is at least ``MIN_REUSED_SHARE`` of the prompt: the whole prompt is
+    ``prompt_tokens`` when the server counts cached tokens in it (``includes_cached``), else
+    ``prompt_tokens`` plus the cached ones; unknown is taken as "includes", the OpenAI convention.
     """
-    reused, tokens = log_reused, log_tokens
+
+    def whole_prompt(tokens: int) -> int | None:
+        if not prompt_tokens:
+            return None
+        return prompt_tokens if includes_cached is not False else prompt_tokens + tokens
+
+    def enough(tokens: int) -> bool:
+        whole = whole_prompt(tokens)
+        return tokens > 0 if whole is None else tokens >= MIN_REUSED_SHARE * whole
+
     if usage_cached_tokens is not None:
-        tokens = usage_cached_tokens
-        if reused is None:
-            reused = tokens > 0
-    if reused and tokens is not None and prompt_tokens:
-        reused = tokens >= MIN_REUSED_SHARE * prompt_tokens
-    return reused, tokens
+        return ReuseDecision(enough(usage_cached_tokens), usage_cached_tokens, "protocol")
+    if log_reused is not None:
+        reused = log_reused
+        if reused and log_tokens is not None:
+            reused = enough(log_tokens)
+        return ReuseDecision(reused, log_tokens, "log")
+    if timing_reused is not None:
+        return ReuseDecision(timing_reused, None, "timing")
+    return ReuseDecision(None, None, None)
+
+
+# The timing layer: a follow-up whose prompt processing took under this share of what processing
+# its whole prompt from scratch takes on the same server reused a cache; over the second share, it
+# did not; in between, timing cannot tell.
+TIMING_REUSED_BELOW = 0.5
+TIMING_MISSED_ABOVE = 0.8
+
+
+@dataclass
+class ServerObservations:
+    """What the harness learns about a server while talking to it, kept across its modes and restarts
+    and written to run.json: whether it takes ``stream_options``, how it counts ``prompt_tokens``,
+    the ``system_fingerprint`` values it reports."""
+
+    # "unknown" until a stream has been asked for usage; then "sent" (usage came back), "ignored"
+    # (accepted, no usage) or "refused" (a 4xx naming stream_options: never asked again).
+    stream_usage: str = "unknown"
+    prompt_tokens_include_cached: bool | None = None
+    prompt_tokens_evidence: str = ""
+    fingerprints: list[str] = field(default_factory=list)
+    # (scenario, streamed) -> (seconds, prompt tokens) of the first cold request seen: the timing
+    # layer's reference for modes whose own first request found a warm cache.
+    cold: dict[tuple[str, bool], tuple[float, int | None]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "stream_usage": self.stream_usage,
+            "prompt_tokens_include_cached": self.prompt_tokens_include_cached,
+            "prompt_tokens_evidence": self.prompt_tokens_evidence,
+            "system_fingerprints": list(self.fingerprints),
+        }
+
+
+@dataclass
+class _Conversation:
+    """One conversation's first request and its last prompt size, for the timing layer and for
+    working out how the server counts prompt_tokens."""
+
+    first_seconds: float | None = None
+    first_prompt_tokens: int | None = None
+    last_whole_prompt: int | None = None
 
 
 class ReferenceRows:
@@ -118,10 +184,13 @@ class RequestExecutor:
         context: RequestContext,
         sink: Callable[[ResultRow], None],
         references: ReferenceRows | None = None,
+        observations: ServerObservations | None = None,
     ) -> None:
         self.context = context
         self.sink = sink
         self.references = references
+        self.observations = observations or ServerObservations()
+        self._conversations: dict[int, _Conversation] = {}
 
     @property
     def server(self) -> ServerProcess:
@@ -132,9 +201,22 @@ class RequestExecutor:
         ctx, server = self.context, self.context.server
         spec = server.spec
         body = request.body(server.model_id or ctx.model_name)
+        url = server.base_url + "/v1/chat/completions"
+        ask_usage = self._ask_stream_usage(request)
+        if ask_usage:
+            body["stream_options"] = {"include_usage": True}
         started_at = time.time()
-        timed = send(client, server.base_url + "/v1/chat/completions", body, ctx.limits)
+        timed = send(client, url, body, ctx.limits)
+        if ask_usage and _refuses_stream_options(timed.captured):
+            # Remembered: this server is never asked again, and this request goes again as written.
+            self.observations.stream_usage = "refused"
+            body.pop("stream_options")
+            started_at = time.time()
+            timed = send(client, url, body, ctx.limits)
         answer = conformance.extract_answer(timed.captured)
+        if ask_usage and self.observations.stream_usage != "refused" and timed.captured.http_status == 200:
+            self.observations.stream_usage = "sent" if answer.usage else "ignored"
+        self._note_fingerprint(timed.captured)
         outcome = conformance.run_checks(timed.captured, answer, request)
         usage = answer.usage or {}
         output_text = (answer.content or "") + "".join(json.dumps(call.get("arguments")) for call in answer.tool_calls)
@@ -149,6 +231,13 @@ class RequestExecutor:
         error = timed.captured.transport_error
         if error is None and timed.captured.http_status not in (200, None):
             error = f"HTTP {timed.captured.http_status}"
+            if _refuses_model(timed.captured, body["model"]):
+                error += (
+                    f": the server refused the model name '{body['model']}' "
+                    f"({timed.captured.body[:200].decode('utf-8', 'replace')}). Set request_model for "
+                    f"[tool.harness.server.{spec.name}] in harness.toml to the id the server expects "
+                    "(GET /v1/models lists it)."
+                )
         if not spec.base_url:
             # A server that died during the request: say so, with how (e.g. killed by SIGKILL).
             dropped = timed.captured.transport_error is not None and timed.captured.stop_cause is None
@@ -210,11 +299,117 @@ class RequestExecutor:
         row.cache_bytes_total = delta.total_bytes
         row.cache_files = [os.path.relpath(path, self.context.run_dir) for path in delta.new_files]
         log_reused, log_tokens = self.server.cache_reuse_from_log(log_text) if log_text else (None, None)
-        row.cache_reused, tokens = decide_cache_reuse(row.prompt_tokens, row.cached_tokens, log_reused, log_tokens)
+        conversation = self._conversations.setdefault(row.session, _Conversation())
+        reused_tokens = row.cached_tokens if row.cached_tokens is not None else log_tokens
+        includes = self._prompt_tokens_convention(row, conversation, reused_tokens)
+        decision = decide_cache_reuse(
+            row.prompt_tokens, row.cached_tokens, log_reused, log_tokens, self._timing(row, conversation), includes
+        )
+        row.cache_reused, row.reuse_source = decision.reused, decision.source
         if row.cached_tokens is None:
-            row.cached_tokens = tokens
+            row.cached_tokens = decision.tokens
+        if row.prompt_tokens is not None and row.request_kind != "side":
+            extra = (row.cached_tokens or 0) if includes is False else 0
+            conversation.last_whole_prompt = row.prompt_tokens + extra
         self.sink(row)
         return row
+
+    # -- what the request path learns about the server ---------------------------------------
+    def _ask_stream_usage(self, request: PlannedRequest) -> bool:
+        """Streams the harness writes itself ask for usage, unless the server refused it once;
+        a recorded request is sent as recorded."""
+        return request.stream and request.raw is None and self.observations.stream_usage != "refused"
+
+    def _note_fingerprint(self, captured: CapturedResponse) -> None:
+        found = _system_fingerprint(captured)
+        if found:
+            with self.observations.lock:
+                if found not in self.observations.fingerprints:
+                    self.observations.fingerprints.append(found)
+
+    def _prompt_tokens_convention(self, row: ResultRow, conversation: _Conversation, reused: int | None) -> bool | None:
+        """Whether ``prompt_tokens`` counts cached tokens: the spec's word, else what the numbers
+        across turns showed. A follow-up that reused ``reused`` tokens but reports fewer prompt
+        tokens than the whole previous request had counts only what it processed."""
+        declared = self.server.spec.prompt_tokens_include_cached
+        if declared is not None:
+            self.observations.prompt_tokens_include_cached = declared
+            self.observations.prompt_tokens_evidence = "declared in the server's spec"
+            return declared
+        known = self.observations.prompt_tokens_include_cached
+        previous = conversation.last_whole_prompt
+        if known is None and reused and row.prompt_tokens is not None and previous and row.request_kind != "side":
+            includes = row.prompt_tokens >= previous
+            with self.observations.lock:
+                self.observations.prompt_tokens_include_cached = includes
+                self.observations.prompt_tokens_evidence = (
+                    f"{row.scenario} turn {row.turn}: {reused} tokens from the cache and prompt_tokens "
+                    f"{row.prompt_tokens} {'>=' if includes else '<'} the previous request's {previous}"
+                )
+            return includes
+        return known
+
+    def _timing(self, row: ResultRow, conversation: _Conversation) -> bool | None:
+        """The timing layer: the request's prompt processing (time to first token on streams, the
+        whole answer otherwise) against a cold first request of the same scenario on this server,
+        scaled to its prompt size."""
+        seconds = row.ttft_s if row.stream else row.total_s
+        if row.error or seconds is None:
+            return None
+        observations = self.observations
+        if row.request_kind == "first":
+            conversation.first_seconds, conversation.first_prompt_tokens = seconds, row.prompt_tokens
+            with observations.lock:
+                observations.cold.setdefault((row.scenario, row.stream), (seconds, row.prompt_tokens))
+            return None
+        if row.request_kind not in ("follow-up", "restart"):
+            return None
+        reference: tuple[float, int | None] | None = None
+        if conversation.first_seconds:
+            reference = (conversation.first_seconds, conversation.first_prompt_tokens)
+        reference = reference or observations.cold.get((row.scenario, row.stream))
+        only_reuse = False
+        if reference is None and not row.stream:
+            # Only a streamed cold request was seen: an answer, decoding included, faster than that
+            # request's prompt processing alone still proves reuse; a slower one proves nothing.
+            reference, only_reuse = observations.cold.get((row.scenario, True)), True
+        if reference is None:
+            return None
+        cold, cold_prompt = reference
+        if cold_prompt and row.prompt_tokens:
+            cold *= max(1.0, row.prompt_tokens / cold_prompt)
+        if seconds < TIMING_REUSED_BELOW * cold:
+            return True
+        if seconds > TIMING_MISSED_ABOVE * cold and not only_reuse:
+            return False
+        return None
+
+
+def _refuses_stream_options(captured: CapturedResponse) -> bool:
+    """A clear refusal of the ``stream_options`` field (a 4xx whose body names it)."""
+    status = captured.http_status or 0
+    return 400 <= status < 500 and b"stream_options" in captured.body
+
+
+def _refuses_model(captured: CapturedResponse, model: str) -> bool:
+    """A 404 (or 400) whose body names the model the harness sent: the server serves another id."""
+    return captured.http_status in (400, 404) and model.encode() in captured.body
+
+
+def _system_fingerprint(captured: CapturedResponse) -> str | None:
+    """The ``system_fingerprint`` of an answer (the first streamed chunk that has one)."""
+    payloads: list[Any] = []
+    if captured.sse is not None:
+        payloads = [event.payload for event in captured.sse.events[:3]]
+    elif captured.http_status == 200:
+        try:
+            payloads = [json.loads(captured.body)]
+        except ValueError:
+            payloads = []
+    for payload in payloads:
+        if isinstance(payload, dict) and isinstance(payload.get("system_fingerprint"), str):
+            return str(payload["system_fingerprint"])
+    return None
 
 
 def tool_choice_text(choice: str | dict[str, Any] | None) -> str | None:
