@@ -66,8 +66,15 @@ class ResultRow(BaseModel):
     reuse_source: str | None = None
     cache_files_new: int = 0
     cache_bytes_new: int = 0
+    # Everything under the server's cache dirs after the request (apparent file sizes, every file
+    # in every watched dir, recursively), and how many files that is.
     cache_bytes_total: int = 0
+    cache_files_total: int = 0
     cache_files: list[str] = Field(default_factory=list)
+    # Resident memory of the server's whole process tree just before the request was sent and just
+    # after its answer ended (psutil); None for a remote server or one that was not running.
+    rss_before_bytes: int | None = None
+    rss_after_bytes: int | None = None
     content: str | None = None
     content_sha: str | None = None
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)

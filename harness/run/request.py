@@ -205,6 +205,7 @@ class RequestExecutor:
         ask_usage = self._ask_stream_usage(request)
         if ask_usage:
             body["stream_options"] = {"include_usage": True}
+        rss_before = server.tree_rss_bytes()
         started_at = time.time()
         timed = send(client, url, body, ctx.limits)
         if ask_usage and _refuses_stream_options(timed.captured):
@@ -213,6 +214,7 @@ class RequestExecutor:
             body.pop("stream_options")
             started_at = time.time()
             timed = send(client, url, body, ctx.limits)
+        rss_after = server.tree_rss_bytes()
         answer = conformance.extract_answer(timed.captured)
         if ask_usage and self.observations.stream_usage != "refused" and timed.captured.http_status == 200:
             self.observations.stream_usage = "sent" if answer.usage else "ignored"
@@ -277,6 +279,8 @@ class RequestExecutor:
             check_notes=outcome.notes,
             stop_cause=timed.captured.stop_cause,
             context_tokens=ctx.scenario.context_tokens,
+            rss_before_bytes=rss_before,
+            rss_after_bytes=rss_after,
         )
         row = redact_row(row, spec.api_key)  # a server may echo the key back (content, error body)
         if self.references is not None:
@@ -297,6 +301,7 @@ class RequestExecutor:
         row.cache_files_new = len(delta.new_files)
         row.cache_bytes_new = delta.new_bytes
         row.cache_bytes_total = delta.total_bytes
+        row.cache_files_total = len(after.files)
         row.cache_files = [os.path.relpath(path, self.context.run_dir) for path in delta.new_files]
         log_reused, log_tokens = self.server.cache_reuse_from_log(log_text) if log_text else (None, None)
         conversation = self._conversations.setdefault(row.session, _Conversation())

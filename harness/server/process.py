@@ -311,21 +311,29 @@ class ServerProcess:
         except Exception:
             return Path(self.model).name
 
+    def tree_rss_bytes(self) -> int | None:
+        """Resident memory of the whole server process tree now (the server and every process it
+        started), in bytes; None for a remote server or one that is not running."""
+        process = self.process
+        if self.spec.base_url or process is None or process.poll() is not None:
+            return None
+        try:
+            root = psutil.Process(process.pid)
+            total = root.memory_info().rss
+            for child in root.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+        except psutil.Error:
+            return None
+        return int(total)
+
     def _sample_rss(self) -> None:
         """Peak resident memory of the whole server process tree, sampled every 0.2 s."""
         while not self._rss_stop.is_set():
-            process = self.process
-            if process is None or process.poll() is not None:
+            total = self.tree_rss_bytes()
+            if total is None:
                 return
-            try:
-                root = psutil.Process(process.pid)
-                total = root.memory_info().rss
-                for child in root.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        total += child.memory_info().rss
-                self.peak_rss_bytes = max(self.peak_rss_bytes, total)
-            except psutil.Error:
-                return
+            self.peak_rss_bytes = max(self.peak_rss_bytes, total)
             self._rss_stop.wait(0.2)
 
     def alive(self) -> bool:
