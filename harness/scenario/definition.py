@@ -32,6 +32,24 @@ tool_choice and parameters, only ``model`` swapped for the server's own id::
         expect: {...}          # optional, as on any turn
 
 The harness never "cleans" a recorded request: the shapes real clients send are what breaks servers.
+
+A generated scenario has a ``generate:`` block instead of ``turns`` (``harness.scenario.generated``
+builds the turns, deterministically from a seed, out of another scenario's material)::
+
+    name: long-session
+    system: {file: prompts/agent-system.md}
+    tools: tools/agent-tools.json
+    generate: {kind: long-session, material: agent-session, turns: 100, seed: 15, growth_tokens: 45}
+    time_budget_s: 1500                       # per server: no request is sent once this is spent
+
+Turns may belong to several conversations played interleaved (``conversation: K``; each keeps its own
+history, and with ``session_header: true`` its system prompt starts with ``[session K]``, so
+conversations share no prefix), and the server's prompt-cache capacity can be set per scenario
+(``max_capacity: N``, MLX-Textgen's ``--max-capacity``).
+
+A damaged cache: ``damage_cache_after: [truncate, zeros, ...]`` on a turn stops the server after
+that turn and plays the rest of the scenario once per listed damage, each time on a new server
+started on a copy of the stopped server's HOME whose cache dirs were damaged (``CACHE_DAMAGE``).
 """
 
 from __future__ import annotations
@@ -43,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from harness.core.errors import HarnessError
 from harness.core.paths import builtin_scenarios_dir
@@ -90,6 +108,13 @@ class Expect(_Strict):
     finish_reason: str | None = None
 
 
+# What ``damage_cache_after`` can do to a copy of a server's cache dirs: two references (the copy as
+# it is, and emptied), then the damages (see harness.server.cache_damage).
+CACHE_DAMAGE_REFERENCES = ("intact", "empty")
+CACHE_DAMAGE_FAULTS = ("truncate", "zeros", "delete-index", "read-only", "full-disk")
+CACHE_DAMAGE = CACHE_DAMAGE_REFERENCES + CACHE_DAMAGE_FAULTS
+
+
 class Turn(_Strict):
     user: str | None = None
     tool_results: list[str] | None = None
@@ -104,6 +129,12 @@ class Turn(_Strict):
     tool_choice: str | None = None
     # Stop the server after this request and start it again on the same cache dirs (restart case).
     restart_after: bool = False
+    # Stop the server after this request and play the rest once per damage listed, each on a new
+    # server over a damaged copy of the cache dirs (see the module docstring).
+    damage_cache_after: list[str] | None = None
+    # Which conversation of the scenario this turn belongs to (interleaved sessions); each keeps
+    # its own history.
+    conversation: int = Field(default=0, ge=0)
     # A side request: sent alone as its own short conversation (``system`` if given, then ``user``),
     # without tools, and never appended to the main history (like a coding agent's title request).
     side: bool = False
@@ -126,6 +157,14 @@ class Turn(_Strict):
             raise ValueError("a side turn (side: true) needs 'user' or 'request', not 'tool_results'")
         if self.system is not None and not self.side:
             raise ValueError("'system' is only allowed on a side turn (side: true)")
+        if self.damage_cache_after is not None:
+            unknown = [name for name in self.damage_cache_after if name not in CACHE_DAMAGE]
+            if unknown or not self.damage_cache_after:
+                raise ValueError(
+                    f"damage_cache_after lists {unknown or 'nothing'}; give one or more of {', '.join(CACHE_DAMAGE)}"
+                )
+            if self.restart_after:
+                raise ValueError("a turn takes restart_after or damage_cache_after, not both")
         return self
 
 
@@ -151,6 +190,24 @@ class TextOrFile(_Strict):
     text: str | None = None
 
 
+class Generate(_Strict):
+    """How ``harness.scenario.generated`` builds a scenario's turns (a ``generate:`` block)."""
+
+    # "long-session": one conversation of ``turns`` turns; "interleaved": ``sessions`` conversations
+    # of ``turns`` turns each, each resumed after the others (eviction under pressure).
+    kind: str = Field(pattern=r"^(long-session|interleaved)$")
+    # The scenario whose turns (tool results, replies, questions) the generated turns are cut from:
+    # a built-in name or a path relative to this file.
+    material: str = "agent-session"
+    turns: int = Field(default=100, ge=1)
+    seed: int = 0
+    # About how many tokens each turn adds to the history, on average (tool results are cut to fit).
+    growth_tokens: int = Field(default=45, ge=1)
+    # The system prompt cut to about this many tokens (None: as it is).
+    system_tokens: int | None = Field(default=None, ge=1)
+    sessions: int = Field(default=3, ge=1)
+
+
 class Scenario(_Strict):
     name: str
     description: str = ""
@@ -168,7 +225,16 @@ class Scenario(_Strict):
     # Modes to replay the whole scenario in (e.g. streamed and not, tool_choice auto and required);
     # empty means once, as the scenario says.
     variants: list[Variant] = Field(default_factory=list)
-    turns: list[Turn] = Field(min_length=1)
+    # Turns built by harness.scenario.generated instead of written out (see the module docstring).
+    generate: Generate | None = None
+    turns: list[Turn] = Field(default_factory=list, validate_default=True)
+    # Each conversation's system prompt starts with a line naming it, so conversations share no prefix.
+    session_header: bool = False
+    # The prompt-cache capacity servers are started with for this scenario, where they have such a
+    # setting (MLX-Textgen's --max-capacity); None: the server's default.
+    max_capacity: int | None = Field(default=None, ge=1)
+    # Seconds each server may spend on this scenario; no request is sent once it is spent.
+    time_budget_s: float | None = Field(default=None, gt=0)
 
     # Resolved at load time (not part of the YAML).
     source: str = ""
@@ -176,6 +242,18 @@ class Scenario(_Strict):
     tool_schemas: list[dict[str, Any]] = Field(default_factory=list)
     # Set by harness.scenario.context_size when the system prompt was grown or cut to about this many tokens.
     context_tokens: int | None = None
+    # A generated scenario's material (``generate.material``), loaded with it.
+    material_scenario: Scenario | None = None
+
+    @field_validator("turns")
+    @classmethod
+    def _turns_or_generate(cls, turns: list[Turn], info: ValidationInfo) -> list[Turn]:
+        generated = info.data.get("generate") is not None
+        if not turns and not generated:
+            raise ValueError("a scenario needs at least one turn (or a 'generate' block that builds them)")
+        if turns and generated:
+            raise ValueError("a generated scenario (generate:) has no 'turns': they are built from its material")
+        return turns
 
     def play_modes(self) -> list[Variant]:
         return self.variants or [Variant()]
@@ -201,6 +279,10 @@ class PlannedRequest:
     restart_after: bool = False
     side: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The conversation this request belongs to (interleaved sessions), and the damages to play the
+    # rest of the scenario under once this request is answered.
+    conversation: int = 0
+    damage_after: list[str] | None = None
     # A recorded request body: sent as it is, with only ``model`` (and a mode's stream or
     # tool_choice override) changed.
     raw: dict[str, Any] | None = None
@@ -227,27 +309,35 @@ class PlannedRequest:
 
 
 class RequestKinds:
-    """The ``request_kind`` of each request of one conversation, the only place this rule lives.
+    """The ``request_kind`` of each request of a scenario mode, the only place this rule lives.
 
-    The first request is "first" (or "first-warm" when the server already served another mode of
-    the scenario, so its prefix may be cached), every later one "follow-up", the one after a server
-    restart "restart". A side request is its own short conversation ("side") and leaves the main
-    conversation where it was. (Warm-up requests, sent outside any conversation, are "warmup".)
+    The first request of each conversation is "first" (or "first-warm" when the server already
+    served another mode of the scenario, so its prefix may be cached), every later one "follow-up",
+    the one after a server restart (or a restart on a damaged copy of the cache) "restart". A side
+    request is its own short conversation ("side") and leaves the main conversation where it was.
+    (Warm-up requests, sent outside any conversation, are "warmup".)
     """
 
     def __init__(self, first: RequestKind = "first") -> None:
-        self._next: RequestKind = first
+        self._first: RequestKind = first
+        self._started: set[int] = set()
+        self._restarted = False
 
     def next(self, request: PlannedRequest) -> RequestKind:
-        """The kind of ``request``, sent next in this conversation."""
+        """The kind of ``request``, sent next. Each conversation of an interleaved scenario has its
+        own first request."""
         if request.side:
             return "side"
-        kind, self._next = self._next, "follow-up"
-        return kind
+        new = request.conversation not in self._started
+        self._started.add(request.conversation)
+        if self._restarted:
+            self._restarted = False
+            return "restart"
+        return self._first if new else "follow-up"
 
     def restarted(self) -> None:
         """The server was restarted on the same cache: the next request measures the disk cache."""
-        self._next = "restart"
+        self._restarted = True
 
 
 def _yaml_line(source_text: str, loc: tuple[Any, ...]) -> int | None:
@@ -389,16 +479,34 @@ def load_scenario(path: Path) -> Scenario:
     elif isinstance(scenario.tools, list):
         scenario.tool_schemas = _validate_tools(path, scenario.tools)
 
+    if scenario.generate is not None:
+        scenario.material_scenario = _load_material(path, scenario.generate.material)
     _check_turns(path, scenario)
     return scenario
 
 
+def _load_material(path: Path, material: str) -> Scenario:
+    """The scenario a generated one is cut from: a built-in name, or a path relative to ``path``."""
+    known = builtin_scenarios()
+    source = known.get(material) or path.parent / material
+    if not source.is_file():
+        raise ScenarioError(
+            f"{path}: field 'generate.material': '{material}' is neither a built-in scenario "
+            f"({', '.join(known)}) nor a file next to this one."
+        )
+    loaded = load_scenario(source)
+    if loaded.generate is not None:
+        raise ScenarioError(f"{path}: field 'generate.material': {source} is itself generated; name a written one.")
+    return loaded
+
+
 def _check_turns(path: Path, scenario: Scenario) -> None:
     names = set(_tool_names(scenario.tool_schemas))
-    pending_calls = 0
+    pending: dict[int, int] = {}  # tool calls awaiting results, per conversation
     for index, turn in enumerate(scenario.turns):
         if turn.request is not None:
             continue  # a recorded request is checked by the server it is replayed to, not here
+        pending_calls = pending.get(turn.conversation, 0)
         if turn.tool_results is not None and len(turn.tool_results) != pending_calls:
             raise ScenarioError(
                 f"{path}: turns[{index}].tool_results has {len(turn.tool_results)} result(s) but the "
@@ -417,7 +525,7 @@ def _check_turns(path: Path, scenario: Scenario) -> None:
                     )
         if turn.side:
             continue  # a side request is its own conversation: the main one still awaits its results
-        pending_calls = len(turn.reply.tool_calls or []) if turn.reply else 0
+        pending[turn.conversation] = len(turn.reply.tool_calls or []) if turn.reply else 0
 
 
 def builtin_scenarios(directory: Path | None = None) -> dict[str, Path]:
@@ -468,10 +576,9 @@ def plan_requests(
     ``stream`` / ``tool_choice`` override the scenario's defaults (used to run one scenario in
     several modes). ``request_serial`` feeds the cache-busting header so it differs per request.
     """
-    messages: list[dict[str, Any]] = []
-    system_text = scenario.system_text
+    histories: dict[int, list[dict[str, Any]]] = {}
+    pending_calls: dict[int, list[dict[str, Any]]] = {}
     planned: list[PlannedRequest] = []
-    last_calls: list[dict[str, Any]] = []
     for index, turn in enumerate(scenario.turns):
         if turn.request is not None:
             planned.append(_recorded_request(scenario, turn, index, stream, tool_choice))
@@ -479,6 +586,11 @@ def plan_requests(
         if turn.side:
             planned.append(_side_request(scenario, turn, index, stream))
             continue
+        messages = histories.setdefault(turn.conversation, [])
+        last_calls = pending_calls.get(turn.conversation, [])
+        system_text = scenario.system_text
+        if scenario.session_header and system_text:
+            system_text = session_header(turn.conversation) + system_text
         if turn.user is not None:
             messages.append({"role": "user", "content": turn.user})
         else:
@@ -505,15 +617,22 @@ def plan_requests(
                 tool_choice=choice,
                 expect=turn.expect,
                 restart_after=turn.restart_after,
+                conversation=turn.conversation,
+                damage_after=turn.damage_cache_after,
             )
         )
         if turn.reply is not None:
             assistant = _assistant_message(turn.reply, index)
             messages.append(assistant)
-            last_calls = assistant.get("tool_calls") or []
+            pending_calls[turn.conversation] = assistant.get("tool_calls") or []
         else:
-            last_calls = []
+            pending_calls[turn.conversation] = []
     return planned
+
+
+def session_header(conversation: int) -> str:
+    """The first line of conversation K's system prompt in a scenario with ``session_header``."""
+    return f"[session {conversation}]\n"
 
 
 def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | None) -> PlannedRequest:
