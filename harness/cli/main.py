@@ -48,6 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "warmup": args.warmup or None,
         "bound": args.bound,
+        "turns": args.turns,
+        "max_capacity": args.max_capacity,
+        "time_budget_s": args.time_budget,
     }
     config = load_config(Path(args.config) if args.config else None, overrides)
     console = _console()
@@ -155,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="after the servers, measure the cache-perfect follow-up cost in-process with "
         "mlx-lm (bound.json; about a minute for agent-session on two cores)",
+    )
+    run.add_argument(
+        "--turns",
+        type=int,
+        metavar="N",
+        help="turns of each generated scenario (long-session: default 100; eviction: per session)",
+    )
+    run.add_argument(
+        "--max-capacity",
+        type=int,
+        metavar="N",
+        help="prompt-cache capacity each server starts with where it has one (MLX-Textgen's "
+        "--max-capacity); the eviction scenario plays more sessions than this",
+    )
+    run.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help="seconds each server may spend on each scenario; no request is sent once it is spent",
     )
     run.set_defaults(func=cmd_run)
 

@@ -18,6 +18,7 @@ RequestKind = Literal["first", "first-warm", "follow-up", "restart", "warmup", "
 
 # "first-warm": the first request of a conversation sent to a server that has already served another
 # mode of the same scenario, so its prefix may be cached; kept out of first-request statistics.
+# "restart": the first request after the server was restarted on the same (or a damaged copy of its) cache.
 
 # The files of a run folder that later stages read back.
 RESULTS_FILE = "results.jsonl"  # one ResultRow per line
@@ -34,6 +35,8 @@ class ResultRow(BaseModel):
     repeat: int = 0
     # Which of the --concurrency N simultaneous copies of the scenario this request belongs to.
     session: int = 0
+    # Which conversation of an interleaved scenario (several sessions resumed in turn) it belongs to.
+    conversation: int = 0
     # The size (in tokens) the system prompt was grown or cut to with --context-tokens; None: as written.
     context_tokens: int | None = None
     # How the scenario was played, e.g. "stream" / "no-stream" plus "tool_choice=required": one
@@ -84,6 +87,15 @@ class ResultRow(BaseModel):
     ab_diff: str | None = None
     ab_detail: str | None = None
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+    # A damaged cache (a turn's damage_cache_after): the damage done to a copy of the server's cache
+    # dirs before this part of the session ("truncate", ..., or the references "intact" / "empty"),
+    # on every row played on that copy; on the first request after it, what the harness did
+    # (``fault_action``), what the server did (``fault_outcome``: answered / cache-miss / error /
+    # crash / hang / wrong-answer) and the evidence (``fault_evidence``).
+    fault: str | None = None
+    fault_action: str | None = None
+    fault_outcome: str | None = None
+    fault_evidence: str | None = None
 
 
 class ResultWriter:

@@ -40,6 +40,7 @@ from harness.run.meta import RunMeta
 from harness.run.model_groups import ModelGroup
 from harness.scenario.context_size import scale_scenario, split_name
 from harness.scenario.definition import PlannedRequest, RequestKinds, plan_requests, resolve_scenarios
+from harness.scenario.generated import materialize
 
 DEFAULT_REPEATS = 3
 SLOW_SAMPLE_S = 1.5  # a measurement slower than this is taken once, not ``repeats`` times
@@ -177,6 +178,9 @@ def measure_scenario(model: _Model, scenario: Any, repeats: int, deadline: float
         if kind == "side":
             result["skipped"].append({"turn": request.turn, "why": "side request (another conversation)"})
             continue
+        if request.conversation != planned[0].conversation:
+            result["skipped"].append({"turn": request.turn, "why": "another conversation (interleaved sessions)"})
+            continue
         if time.monotonic() > deadline:
             result["skipped"].append({"turn": request.turn, "why": "time budget spent"})
             continue
@@ -218,9 +222,9 @@ def measure_scenario(model: _Model, scenario: Any, repeats: int, deadline: float
     return result
 
 
-def _load_scenario(spec: str, model_dir: Path) -> Any:
+def _load_scenario(spec: str, model_dir: Path, turns: int | None = None) -> Any:
     base, size = split_name(spec)
-    scenario = resolve_scenarios([base])[0]
+    scenario = materialize(resolve_scenarios([base])[0], TokenCounter(model_dir), turns)
     if size:
         scenario = scale_scenario(scenario, size, TokenCounter(model_dir))
     return scenario
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="JSON file; scenarios are merged into it if it exists")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--turns", type=int, help="turns of generated scenarios, as the run had them")
     parser.add_argument(
         "--max-seconds",
         type=float,
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     model_dir = Path(args.model)
-    scenarios = [(spec, _load_scenario(spec, model_dir)) for spec in args.scenario]
+    scenarios = [(spec, _load_scenario(spec, model_dir, args.turns)) for spec in args.scenario]
     model = _Model(model_dir)
     out = Path(args.out)
     data: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
@@ -269,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 # --- from the runner ------------------------------------------------------------------------------
 
 
-def measure_for_run(run_dir: Path, groups: list[ModelGroup], meta: RunMeta, say: Callable[[str], None]) -> Path | None:
+def measure_for_run(
+    run_dir: Path, groups: list[ModelGroup], meta: RunMeta, say: Callable[[str], None], turns: int | None = None
+) -> Path | None:
     """With --bound: writes bound.json into the run folder (one subprocess per model, after every
     server has stopped); a failure becomes a note in run.json, never an error of the run."""
     budget = BUDGET_S
@@ -298,6 +305,8 @@ def measure_for_run(run_dir: Path, groups: list[ModelGroup], meta: RunMeta, say:
         ]
         for spec in specs:
             command += ["--scenario", spec]
+        if turns:
+            command += ["--turns", str(turns)]
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 command,

@@ -10,6 +10,9 @@
     context_tokens = [1000, 2000, 4000] # replay scenarios with their system prompt at these sizes
     concurrency = 1                     # sessions at once against one server
     bound = false                       # measure the cache-perfect bound (bound.json) after the servers
+    turns = 100                         # turns of generated scenarios (long-session; eviction: per session)
+    max_capacity = 2                    # prompt-cache capacity servers start with (MLX-Textgen --max-capacity)
+    time_budget_s = 1500                # seconds per server per scenario (over a scenario's own budget)
     [tool.harness.server.legacy.quirks] # legacy quirk switches (defaults as the original)
     max_tokens_ignored = false
     [tool.harness.server.mlx-textgen]   # extra arguments for MLX-Textgen (e.g. one cache slot)
@@ -64,6 +67,8 @@ class ServerOverride(BaseModel):
     miss_pattern: str | None = None
     prompt_tokens_include_cached: bool | None = None
     packages: list[str] | None = None  # the packages that name its release in the report
+    # How to set its prompt-cache capacity ({capacity} is filled in), for --max-capacity.
+    capacity_args: list[str] | None = None
     # Start from a built-in server's spec under another name, e.g. the legacy stand-in with one
     # quirk switched, so both settings can be compared in one run.
     like: str | None = None
@@ -95,6 +100,14 @@ class RunConfig(BaseModel):
     # Measure the in-process cache-perfect bound (harness.run.bound) after the servers: opt-in, since on
     # agent-session alone it costs about a minute on two cores.
     bound: bool = False
+    # Turns of each generated scenario (long-session: its turns; eviction: each session's), over the
+    # scenario's own number.
+    turns: int | None = Field(default=None, ge=1)
+    # The prompt-cache capacity every server that has one starts with (MLX-Textgen's --max-capacity),
+    # over a scenario's own max_capacity.
+    max_capacity: int | None = Field(default=None, ge=1)
+    # Seconds each server may spend on each scenario, over a scenario's own time_budget_s.
+    time_budget_s: float | None = Field(default=None, gt=0)
     ready_timeout_s: float = 180.0
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 120.0
@@ -159,6 +172,7 @@ class RunConfig(BaseModel):
                     "miss_pattern",
                     "prompt_tokens_include_cached",
                     "packages",
+                    "capacity_args",
                 ):
                     value = getattr(override, field_name)
                     if value is not None:

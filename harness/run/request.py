@@ -190,7 +190,10 @@ class RequestExecutor:
         self.sink = sink
         self.references = references
         self.observations = observations or ServerObservations()
-        self._conversations: dict[int, _Conversation] = {}
+        self._conversations: dict[tuple[int, int], _Conversation] = {}
+        # Called with each finished row and its log text just before the row goes to the sink (the
+        # damaged-cache runs fill in what the server did there).
+        self.annotate: Callable[[ResultRow, str | None], None] | None = None
 
     @property
     def server(self) -> ServerProcess:
@@ -254,6 +257,7 @@ class RequestExecutor:
             scenario=ctx.scenario.name,
             repeat=ctx.repeat,
             session=session,
+            conversation=request.conversation,
             variant=ctx.variant,
             model=ctx.model_name,
             tool_choice=tool_choice_text(request.tool_choice),
@@ -304,7 +308,7 @@ class RequestExecutor:
         row.cache_files_total = len(after.files)
         row.cache_files = [os.path.relpath(path, self.context.run_dir) for path in delta.new_files]
         log_reused, log_tokens = self.server.cache_reuse_from_log(log_text) if log_text else (None, None)
-        conversation = self._conversations.setdefault(row.session, _Conversation())
+        conversation = self._conversations.setdefault((row.session, row.conversation), _Conversation())
         reused_tokens = row.cached_tokens if row.cached_tokens is not None else log_tokens
         includes = self._prompt_tokens_convention(row, conversation, reused_tokens)
         decision = decide_cache_reuse(
@@ -316,6 +320,8 @@ class RequestExecutor:
         if row.prompt_tokens is not None and row.request_kind != "side":
             extra = (row.cached_tokens or 0) if includes is False else 0
             conversation.last_whole_prompt = row.prompt_tokens + extra
+        if self.annotate is not None:
+            self.annotate(row, log_text)
         self.sink(row)
         return row
 

@@ -12,11 +12,14 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from harness.capture import cachefiles
 from harness.capture.http import ReplayLimits
+from harness.checks.damage import classify as classify_damage
+from harness.checks.damage import classify_start_failure
 from harness.core.errors import Interrupted, ServerError
 from harness.core.rows import RESULTS_FILE, ResultRow, ResultWriter
 from harness.models.tokens import TokenCounter
@@ -26,10 +29,20 @@ from harness.run.meta import RunMeta, machine_info, model_record, new_run_id, pa
 from harness.run.model_groups import ModelGroup, ensure_models, group_by_model
 from harness.run.request import ReferenceRows, RequestContext, RequestExecutor, ServerObservations, redact_row
 from harness.scenario.context_size import scale_groups
-from harness.scenario.definition import RequestKinds, Scenario, Variant, plan_requests, resolve_scenarios
+from harness.scenario.definition import (
+    CACHE_DAMAGE_REFERENCES,
+    PlannedRequest,
+    RequestKinds,
+    Scenario,
+    Variant,
+    plan_requests,
+    resolve_scenarios,
+)
+from harness.scenario.generated import describe, materialize_groups
 from harness.scenario.warmup import warmup_request
+from harness.server import cache_damage
 from harness.server.process import ServerProcess
-from harness.server.spec import ServerSpec
+from harness.server.spec import ServerSpec, with_capacity
 
 # After a scenario's last answer, a server that saves its cache after answering gets this long to
 # finish writing before the cache dirs are looked at for the last time.
@@ -52,6 +65,7 @@ class Runner:
         self.scenarios = resolve_scenarios(config.scenarios)
         self.groups = group_by_model(config, self.scenarios)
         ensure_models(self.groups)
+        materialize_groups(self.groups, config.turns, config.max_capacity)  # generate: blocks, --turns
         scale_groups(self.groups, config.context_tokens)  # --context-tokens: NAME@N copies
         self.run_id = run_id or new_run_id()
         self.run_dir = prepare_run_dir(Path(config.out), self.run_id)
@@ -64,6 +78,11 @@ class Runner:
         self.writer: ResultWriter | None = None
         self.meta: RunMeta | None = None
         self.request_serial = 0  # numbers every planned request of the run (cache-bust lines)
+        # The scenario being played: its time budget on the current server and when that ends.
+        self.budget_s: float | None = None
+        self.deadline: float | None = None
+        # (server, scenario, mode, repeat) -> damage reference ("intact", "empty") -> its first row.
+        self.damage_references: dict[tuple[str, str, str, int], dict[str, ResultRow]] = {}
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> Path:
@@ -83,6 +102,12 @@ class Runner:
                     for group in self.groups
                     for scenario in group.scenarios
                 },
+                "scenario_info": {
+                    scenario.name: info
+                    for group in self.groups
+                    for scenario in group.scenarios
+                    if (info := self._scenario_info(scenario))
+                },
                 "machine": machine_info(),
                 "versions": package_versions(),
                 "servers": {},
@@ -99,7 +124,7 @@ class Runner:
                         self._run_server(spec, group, repeat)
             if self.config.bound:
                 # bound.json, in a subprocess once every server has stopped
-                bound.measure_for_run(self.run_dir, self.groups, self.meta, self.say)
+                bound.measure_for_run(self.run_dir, self.groups, self.meta, self.say, self.config.turns)
             self.meta.data["status"] = "complete"
         except (KeyboardInterrupt, Interrupted):
             self.meta.data["status"] = "interrupted"
@@ -112,6 +137,24 @@ class Runner:
             self.meta.data["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
             self.meta.save()
         return self.run_dir
+
+    def _scenario_info(self, scenario: Scenario) -> dict[str, Any]:
+        """What run.json says of a scenario beyond its name: how it was generated, the cache capacity
+        and time budget it ran with, the cache damages it plays."""
+        info: dict[str, Any] = {}
+        generated = describe(scenario)
+        if generated:
+            info["generated"] = generated
+        capacity = self.config.max_capacity or scenario.max_capacity
+        if capacity:
+            info["max_capacity"] = capacity
+        budget = self.config.time_budget_s or scenario.time_budget_s
+        if budget:
+            info["time_budget_s"] = budget
+        damages = [fault for turn in scenario.turns for fault in turn.damage_cache_after or []]
+        if damages:
+            info["cache_damage"] = damages
+        return info
 
     def write_row(self, row: ResultRow) -> None:
         """The sink of every finished row: results.jsonl, then the progress callback."""
@@ -190,6 +233,9 @@ class Runner:
         """One scenario on a fresh server with an empty cache dir, so its first request is cold."""
         tag = f"r{repeat}-{group.path.name}-{scenario.name}"
         home = self.run_dir / "homes" / f"{spec.name}-{tag}"
+        spec = with_capacity(spec, self.config.max_capacity or scenario.max_capacity)
+        self.budget_s = self.config.time_budget_s or scenario.time_budget_s
+        self.deadline = time.monotonic() + self.budget_s if self.budget_s else None
         server: ServerProcess | None = None
         try:
             for index, variant in enumerate(scenario.play_modes()):
@@ -211,7 +257,7 @@ class Runner:
                 if self.config.concurrency > 1:
                     self._replay_concurrent(executor, variant)
                 else:
-                    server = self._replay(executor, group, variant, home, tag, warm=index > 0)
+                    server = self._replay(executor, group, variant, tag, warm=index > 0)
         finally:
             if server is not None:
                 self._stop(server)
@@ -219,7 +265,13 @@ class Runner:
     def _write_failed_start(
         self, spec: ServerSpec, scenario: Scenario, variant: Variant, repeat: int, group: ModelGroup, message: str
     ) -> None:
-        row = ResultRow(
+        row = self._failed_start_row(spec, scenario, variant, repeat, group, message)
+        self.write_row(redact_row(row, spec.api_key))
+
+    def _failed_start_row(
+        self, spec: ServerSpec, scenario: Scenario, variant: Variant, repeat: int, group: ModelGroup, message: str
+    ) -> ResultRow:
+        return ResultRow(
             run_id=self.run_id,
             server=spec.name,
             scenario=scenario.name,
@@ -234,7 +286,6 @@ class Runner:
             checks_failed=["http.server_start"],
             check_evidence={"http.server_start": message[-500:]},
         )
-        self.write_row(redact_row(row, spec.api_key))
 
     def _warmup(self, executor: RequestExecutor, scenario: Scenario, variant: Variant) -> None:
         """--warmup: one unmeasured request after each start, sharing no prefix with any scenario."""
@@ -261,24 +312,42 @@ class Runner:
             raise batch.failure
 
     def _replay(
-        self, executor: RequestExecutor, group: ModelGroup, variant: Variant, home: Path, tag: str, warm: bool
-    ) -> ServerProcess:
-        """Plays one mode of a scenario in order; returns the server (a new one after a restart)."""
-        assert self.writer is not None
-        server, scenario = executor.server, executor.context.scenario
-        spec = server.spec
+        self, executor: RequestExecutor, group: ModelGroup, variant: Variant, tag: str, warm: bool
+    ) -> ServerProcess | None:
+        """Plays one mode of a scenario in order; returns the server (a new one after a restart, None
+        once the session went on over damaged copies of the cache, whose servers are all stopped)."""
+        scenario = executor.context.scenario
         planned = plan_requests(
             scenario, stream=variant.stream, tool_choice=variant.tool_choice, request_serial=self.request_serial
         )
         self.request_serial += len(planned)
-        self.say(f"{spec.name}: {scenario.name} [{executor.context.variant}] ({len(planned)} requests)")
+        self.say(f"{executor.server.spec.name}: {scenario.name} [{executor.context.variant}] ({len(planned)} requests)")
         kinds = RequestKinds(first="first-warm" if warm else "first")
+        return self._play(executor, planned, kinds, group, variant, tag)
+
+    def _play(
+        self,
+        executor: RequestExecutor,
+        planned: list[PlannedRequest],
+        kinds: RequestKinds,
+        group: ModelGroup,
+        variant: Variant,
+        tag: str,
+    ) -> ServerProcess | None:
+        """Sends ``planned`` in order through ``executor``'s server: restarts where a turn says so,
+        and hands the rest of the session to ``_replay_damaged`` after a ``damage_cache_after`` turn."""
+        assert self.writer is not None
+        server, scenario = executor.server, executor.context.scenario
+        spec = server.spec
         # A row is finished once the next request is about to go, so that cache files a server saves
         # just after answering are counted on the request that caused them.
         pending: tuple[ResultRow, cachefiles.CacheSnapshot] | None = None
         client = httpx.Client(headers=server.headers)
+        result: ServerProcess | None = server
         try:
-            for request in planned:
+            for position, request in enumerate(planned):
+                if self._budget_spent(spec, scenario, executor.context.variant, position, len(planned)):
+                    break
                 log_before = server.read_new_log()
                 before = cachefiles.snapshot(server.cache_dirs)
                 if pending:
@@ -289,12 +358,21 @@ class Runner:
                 if row.error and not server.alive() and not spec.base_url:
                     self.say(f"{spec.name} is no longer running ({row.error}); the rest of {scenario.name} is skipped")
                     break
+                if request.damage_after and not spec.base_url:
+                    time.sleep(CACHE_SETTLE_S)  # the server may save its cache just after answering
+                    executor.finish(row, before, cachefiles.snapshot(server.cache_dirs), server.read_new_log())
+                    pending = None
+                    self._stop(server)
+                    self._replay_damaged(executor, group, variant, tag, request.damage_after, planned[position + 1 :])
+                    result = None
+                    break
                 if request.restart_after and not spec.base_url:
                     executor.finish(row, before, cachefiles.snapshot(server.cache_dirs), server.read_new_log())
                     pending = None
                     self._stop(server)
                     self.say(f"restarting {spec.name} on the same cache dir")
-                    server = self._start(self._new_server(spec, group, home, tag + "-restart"))
+                    server = self._start(self._new_server(spec, group, server.home, tag + "-restart"))
+                    result = server
                     executor = self.executor(
                         server,
                         group,
@@ -312,7 +390,102 @@ class Runner:
         finally:
             client.close()
         self.writer.sync()
-        return server
+        return result
+
+    # -- a damaged cache -------------------------------------------------------------------
+    def _replay_damaged(
+        self,
+        executor: RequestExecutor,
+        group: ModelGroup,
+        variant: Variant,
+        tag: str,
+        faults: list[str],
+        rest: list[PlannedRequest],
+    ) -> None:
+        """The rest of a session once per damage: each time a copy of the stopped server's HOME, its
+        cache dirs damaged (``harness.server.cache_damage``), a new server started on it, the rest of
+        the session sent; the first request's row says what the server did (``checks.damage``)."""
+        assert self.meta is not None
+        spec, context = executor.server.spec, executor.context
+        source = executor.server.home
+        for fault in faults:
+            label = f"{context.variant},damage={fault}"
+            if not rest or self._budget_spent(spec, context.scenario, label, 0, len(rest)):
+                break
+            copy = self.run_dir / "homes" / f"{spec.name}-{tag}-damage-{fault}"
+            repointed = cache_damage.copy_home(source, copy)
+            server = self._new_server(spec, group, copy, f"{tag}-damage-{fault}")
+            damage = cache_damage.apply(fault, server.cache_dirs)
+            if repointed:
+                names = ", ".join(str(path.relative_to(copy)) for path in repointed)
+                damage.action += f" (the copy's {names} repointed from the original HOME to the copy)"
+            self.say(f"{spec.name}: cache damage {fault}: {damage.action}")
+            try:
+                self._play_damaged(server, damage, context, label, group, variant, tag, rest)
+            finally:
+                if server.started:
+                    self._stop(server)
+                for problem in damage.release():
+                    self.meta.data["notes"].append(f"cache damage {fault}: could not undo a mount: {problem}")
+                    self.meta.save()
+
+    def _play_damaged(
+        self,
+        server: ServerProcess,
+        damage: cache_damage.CacheDamage,
+        context: RequestContext,
+        label: str,
+        group: ModelGroup,
+        variant: Variant,
+        tag: str,
+        rest: list[PlannedRequest],
+    ) -> None:
+        fault = damage.fault
+        key = (server.spec.name, context.scenario.name, context.variant, context.repeat)
+        references = self.damage_references.setdefault(key, {})
+        try:
+            self._start(server)
+        except ServerError as exc:
+            outcome, evidence = classify_start_failure(str(exc))
+            row = self._failed_start_row(server.spec, context.scenario, variant, context.repeat, group, str(exc))
+            row.variant, row.turn, row.request_kind = label, rest[0].turn, "restart"
+            row.conversation = rest[0].conversation
+            row.fault, row.fault_action, row.fault_outcome, row.fault_evidence = fault, damage.action, outcome, evidence
+            self.write_row(redact_row(row, server.spec.api_key))
+            return
+        executor = self.executor(server, group, context.scenario, label, context.repeat, context.tokens)
+        probed: list[ResultRow] = []
+
+        def annotate(row: ResultRow, log_text: str | None) -> None:
+            row.fault = fault
+            if probed:
+                return
+            probed.append(row)
+            row.fault_action = damage.action
+            row.fault_outcome, row.fault_evidence = classify_damage(row, references, log_text, server.alive(), fault)
+            if fault in CACHE_DAMAGE_REFERENCES:
+                references[fault] = row
+
+        executor.annotate = annotate
+        kinds = RequestKinds()
+        kinds.restarted()  # the first request after the damage measures what is left of the cache
+        self._play(executor, rest, kinds, group, variant, f"{tag}-damage-{fault}")
+
+    def _budget_spent(self, spec: ServerSpec, scenario: Scenario, label: str, sent: int, planned: int) -> bool:
+        """Whether this scenario's time budget on this server is spent; says so once, in run.json."""
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return False
+        assert self.meta is not None
+        stops = self.meta.data.setdefault("budget_stops", [])
+        stop = {"server": spec.name, "scenario": scenario.name, "variant": label, "budget_s": self.budget_s}
+        if not any(all(item.get(k) == v for k, v in stop.items()) for item in stops):
+            stops.append({**stop, "sent": sent, "planned": planned})
+            self.say(
+                f"{spec.name}: {scenario.name} [{label}]: time budget of {self.budget_s:g} s spent; "
+                f"{planned - sent} of {planned} requests not sent"
+            )
+            self.meta.save()
+        return True
 
 
 def run(

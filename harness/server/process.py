@@ -421,12 +421,16 @@ class ServerProcess:
         return data.decode("utf-8", errors="replace")
 
     def cache_reuse_from_log(self, text: str) -> tuple[bool | None, int | None]:
-        """(reused?, tokens reused) from the log lines of one request; (None, None) if unknown."""
-        if self.spec.reuse_pattern:
-            match = re.search(self.spec.reuse_pattern, text)
-            if match:
-                return True, int(match.group(1)) if match.groups() else None
-        if self.spec.miss_pattern and re.search(self.spec.miss_pattern, text):
+        """(reused?, tokens reused) from the log lines of one request; (None, None) if unknown.
+
+        The first reuse or miss line decides: it is the one about the request's prompt. (MLX-Textgen
+        runs a second pass over the prompt and its answer for a tool call, which finds the cache the
+        first pass has just written.)"""
+        reuse = re.search(self.spec.reuse_pattern, text) if self.spec.reuse_pattern else None
+        miss = re.search(self.spec.miss_pattern, text) if self.spec.miss_pattern else None
+        if reuse and not (miss and miss.start() < reuse.start()):
+            return True, int(reuse.group(1)) if reuse.groups() else None
+        if miss:
             return False, 0
         return None, None
 

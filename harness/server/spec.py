@@ -5,7 +5,7 @@ harness.toml, see ``harness.run.config``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.core.errors import ConfigError
 
@@ -42,6 +42,24 @@ class ServerSpec:
     # The Python packages whose versions name this server's release in the report's one-line
     # summary (all of them are recorded in run.json); empty: every known server package found.
     packages: list[str] = field(default_factory=list)
+    # How to set the server's prompt-cache capacity (``{capacity}``: a number of cached prompts),
+    # for scenarios that set one (max_capacity) and --max-capacity: extra arguments, environment.
+    capacity_args: list[str] = field(default_factory=list)
+    capacity_env: dict[str, str] = field(default_factory=dict)
+
+
+def with_capacity(spec: ServerSpec, capacity: int | None) -> ServerSpec:
+    """A copy of ``spec`` started with a prompt-cache capacity of ``capacity`` (the spec itself when
+    it is None or the server has no such setting). The arguments go last, so they win over the same
+    flag among a server's extra arguments."""
+    if capacity is None or not (spec.capacity_args or spec.capacity_env):
+        return spec
+    fill = str(capacity)
+    return replace(
+        spec,
+        command=[*spec.command, *(item.replace("{capacity}", fill) for item in spec.capacity_args)],
+        env={**spec.env, **{key: value.replace("{capacity}", fill) for key, value in spec.capacity_env.items()}},
+    )
 
 
 LEGACY_QUIRK_FLAGS = {
@@ -78,6 +96,8 @@ def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
         packages=["mlx-lm", "mlx", "fastapi"],
         # The stand-in logs each full re-process (the original's KV cache never loaded).
         miss_pattern=r"processing full prompt of \d+ tokens",
+        # The original's KV-cache size limit (files); its cache never writes one, so it changes nothing.
+        capacity_env={"MLX_KV_CACHE_MAX_SIZE": "{capacity}"},
     )
 
 
@@ -103,6 +123,7 @@ def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
         miss_pattern=r"No suitable cache found",
         api_key_args=["--api-key", "{api_key}"],
         packages=["mlx-textgen", "mlx-lm", "mlx"],
+        capacity_args=["--max-capacity", "{capacity}"],
     )
 
 

@@ -26,6 +26,7 @@ ROW_COLUMNS = [
     "scenario",
     "repeat",
     "session",
+    "conversation",
     "context_tokens",
     "variant",
     "model",
@@ -62,6 +63,10 @@ ROW_COLUMNS = [
     "ab_diff",
     "ab_detail",
     "stop_cause",
+    "fault",
+    "fault_action",
+    "fault_outcome",
+    "fault_evidence",
 ]
 # summary.csv: one row per (scenario, server, metric), then the ratio rows against the reference.
 SUMMARY_CSV_COLUMNS = [
@@ -203,6 +208,7 @@ def test_every_field_survives_results_jsonl(tmp_path):
         scenario="sc",
         repeat=2,
         session=1,
+        conversation=2,
         context_tokens=4000,
         variant="no-stream",
         model="m",
@@ -239,6 +245,10 @@ def test_every_field_survives_results_jsonl(tmp_path):
         ab_diff="different",
         ab_detail="text differs",
         stop_cause="stalled",
+        fault="truncate",
+        fault_action="cache_1.safetensors cut from 2,048 to 1,024 bytes",
+        fault_outcome="error",
+        fault_evidence="HTTP 500",
     )
     left_at_default = [
         name
