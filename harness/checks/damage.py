@@ -21,17 +21,22 @@ FINDINGS = ("crash", "hang", "wrong-answer")
 # The references a damaged run's answer is compared with, in order.
 REFERENCES = ("intact", "empty")
 EVIDENCE_CHARS = 600
+# A log line's level and time stamp ("[ERROR] 2026-01-02 03:04:05,678 - Server name - ", or
+# "[(ERROR) 2026-01-02 03:04:05]: "), left out so that the same message logged twice is kept once.
+LOG_PREFIX = r"^\[[^\]]*\]:?\s*(?:[\d\-: ,]+ - [^-]+ - )?"
 
 
 def log_errors(log_text: str | None, lines: int = 3) -> list[str]:
     """The server's last error lines in ``log_text`` (exceptions, tracebacks' last lines, ERROR)."""
-    found = [
-        line.strip()
-        for line in (log_text or "").splitlines()
-        if re.search(r"(Error|Exception|Traceback|ERROR|error:|No space left|Read-only)", line)
-        and not line.lstrip().startswith("File ")
-    ]
-    return found[-lines:]
+    found: dict[str, str] = {}  # message -> the line, once (some servers log each line twice)
+    for line in (log_text or "").splitlines():
+        if not re.search(r"(Error|Exception|Traceback|ERROR|error:|No space left|Read-only)", line):
+            continue
+        if line.lstrip().startswith("File "):
+            continue
+        message = re.sub(LOG_PREFIX, "", line.strip())
+        found.setdefault(message, message)
+    return list(found.values())[-lines:]
 
 
 def _clip(text: str) -> str:

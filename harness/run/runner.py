@@ -417,8 +417,8 @@ class Runner:
             server = self._new_server(spec, group, copy, f"{tag}-damage-{fault}")
             damage = cache_damage.apply(fault, server.cache_dirs)
             if repointed:
-                names = ", ".join(str(path.relative_to(copy)) for path in repointed)
-                damage.action += f" (the copy's {names} repointed from the original HOME to the copy)"
+                names = ", ".join(path.name for path in repointed)
+                damage.action += f" ({names} repointed at the copy)"
             self.say(f"{spec.name}: cache damage {fault}: {damage.action}")
             try:
                 self._play_damaged(server, damage, context, label, group, variant, tag, rest)

@@ -122,7 +122,7 @@ def apply(fault: str, cache_dirs: list[Path], free_bytes: int = FULL_DISK_FREE_B
     """Damages ``cache_dirs`` (a copy's) as ``fault`` says; see the module docstring."""
     if fault not in CACHE_DAMAGE:
         raise ValueError(f"unknown cache damage {fault!r}; known: {', '.join(CACHE_DAMAGE)}")
-    where = ", ".join(str(path) for path in cache_dirs) or "(no cache dir)"
+    where = ", ".join(f"{path.parent.name}/{path.name}" for path in cache_dirs) or "(no cache dir)"
     files = _files(cache_dirs)
     if fault == "intact":
         total = sum(path.stat().st_size for path in files)
