@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis.growth import growth_rows, long_scenarios
 from harness.analysis.summary import Summary, measured_rows
 
 MARKERS = ["o", "s", "^", "D"]
@@ -239,6 +240,53 @@ def latency_vs_context(summary: Summary, out_dir: Path, model: str | None = None
     return _save(fig, out_dir, "latency_vs_context.png")
 
 
+def growth_per_turn(
+    summary: Summary, out_dir: Path, model: str | None = None, run_meta: dict[str, Any] | None = None
+) -> Path | None:
+    """Long sessions: latency, the server's RSS, its cache on disk and the prompt size per turn, one
+    line per server (the first long-session scenario of the run; median over repeats)."""
+    scenarios = long_scenarios(summary.frame, run_meta or {})
+    if not scenarios:
+        return None
+    scenario = scenarios[0]
+    panels = [
+        ("total_s", 1.0, "total time (s)", "latency"),
+        ("rss_after_bytes", 1e6, "RSS after the request (MB)", "server process tree RSS"),
+        ("cache_bytes_total", 1e6, "cache dirs on disk (MB)", "disk cache"),
+        ("prompt_tokens", 1.0, "prompt tokens", "prompt size"),
+    ]
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2), squeeze=False)
+    drawn = False
+    for ax, (column, scale, label, title) in zip(axes.flat, panels, strict=True):
+        for i, server in enumerate(summary.servers):
+            rows = growth_rows(summary.frame, scenario, server)
+            if rows.empty or rows[column].isna().all():
+                continue
+            ax.plot(
+                rows["turn"],
+                rows[column].astype(float) / scale,
+                label=server,
+                marker=MARKERS[i % len(MARKERS)],
+                markersize=2.5,
+                linestyle=STYLES[i % len(STYLES)],
+                linewidth=1.0,
+            )
+            drawn = True
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("turn")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(_integer_locator())
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.suptitle(_title(f"Growth over a long session ({scenario})", model))
+    return _save(fig, out_dir, "growth_per_turn.png")
+
+
 def _save(fig, out_dir: Path, name: str) -> Path:
     """Lays out, writes and closes a figure (an open figure would leak memory across reports)."""
     import matplotlib.pyplot as plt
@@ -250,11 +298,16 @@ def _save(fig, out_dir: Path, name: str) -> Path:
     return out
 
 
-def write_plots(summary: Summary, out_dir: Path, model: str | None = None) -> dict[str, Path]:
+def write_plots(
+    summary: Summary, out_dir: Path, model: str | None = None, run_meta: dict[str, Any] | None = None
+) -> dict[str, Path]:
     """Writes every plot there is data for; the keys are the file stems."""
     out: dict[str, Path] = {}
     for fn in (latency_per_turn, first_vs_followup, cache_bytes_per_turn, latency_vs_context):
         path = fn(summary, out_dir, model)
         if path is not None:
             out[path.stem] = path
+    growth = growth_per_turn(summary, out_dir, model, run_meta)
+    if growth is not None:
+        out[growth.stem] = growth
     return out

@@ -18,7 +18,7 @@ import pandas as pd
 from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, Summary
 from harness.core.formatting import fmt_bytes, fmt_value, improvement_text, is_nan
-from harness.presentation.sections import bound_blocks, load_blocks
+from harness.presentation.sections import bound_blocks, damage_blocks, eviction_blocks, growth_blocks, load_blocks
 
 MAX_ERRORS_LISTED = 20
 
@@ -539,12 +539,22 @@ def render_html(blocks: list[tuple], title: str) -> str:
     )
 
 
-def _extra_sections(summary: Summary, run_meta: dict[str, Any], run_dir: Path) -> list[tuple]:
-    """Sections that exist only for some runs: the cache-perfect bound (bound.json, --bound) and the
-    load table (--concurrency)."""
+def _extra_sections(
+    summary: Summary, run_meta: dict[str, Any], run_dir: Path, images: dict[str, Path] | None = None
+) -> list[tuple]:
+    """Sections that exist only for some runs: the cache-perfect bound (bound.json, --bound), the
+    load table (--concurrency), growth over a long session (with its plot), eviction under pressure
+    and damaged caches."""
     if not summary.n_rows:
         return []
-    return bound_blocks(summary, run_dir) + load_blocks(summary.frame, summary.servers, run_meta)
+    frame, servers = summary.frame, summary.servers
+    return (
+        bound_blocks(summary, run_dir)
+        + load_blocks(frame, servers, run_meta)
+        + growth_blocks(frame, servers, run_meta, (images or {}).get("growth_per_turn"))
+        + eviction_blocks(frame, servers, run_meta)
+        + damage_blocks(frame, servers)
+    )
 
 
 def _with_sections(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:
@@ -563,9 +573,12 @@ def build_report(run_dir: Path, *, reference: str | None = None, headline: str |
 
     run_dir = Path(run_dir)
     summary, run_meta = load_run(run_dir, reference=reference, headline=headline)
-    images = write_plots(summary, run_dir, (run_meta.get("model") or {}).get("name")) if summary.n_rows else {}
-    blocks = report_blocks(summary, run_meta, images)
-    blocks = _with_sections(blocks, _extra_sections(summary, run_meta, run_dir))
+    model = (run_meta.get("model") or {}).get("name")
+    images = write_plots(summary, run_dir, model, run_meta) if summary.n_rows else {}
+    # The growth plot goes in its own section, not among the other plots.
+    shown = {name: path for name, path in images.items() if name != "growth_per_turn"}
+    blocks = report_blocks(summary, run_meta, shown)
+    blocks = _with_sections(blocks, _extra_sections(summary, run_meta, run_dir, images))
     out = {
         "summary_md": run_dir / "summary.md",
         "summary_csv": summary.write_csv(run_dir / "summary.csv"),

@@ -1,5 +1,6 @@
-"""Report sections that exist only for some runs: the cache-perfect bound (``--bound``) and the load
-table (``--concurrency``). Each returns report blocks, or nothing when the run has no such data."""
+"""Report sections that exist only for some runs: the cache-perfect bound (``--bound``), the load
+table (``--concurrency``), growth over a long session, eviction under pressure (interleaved
+sessions) and damaged caches. Each returns report blocks, or nothing when the run has no such data."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pandas as pd
 
 from harness.analysis.bound import bound_frames, load_bound
 from harness.analysis.concurrency import load_frame
+from harness.analysis.damage import damage_frame
+from harness.analysis.eviction import eviction_frame
+from harness.analysis.growth import PER_TURNS, UNBOUNDED_FLOOR_MB, UNBOUNDED_SHARE, growth_frame
 from harness.analysis.summary import Summary
 from harness.core.formatting import fmt_value
 
@@ -81,3 +85,154 @@ def load_blocks(frame: pd.DataFrame, servers: list[str], run_meta: dict[str, Any
                 f"over {b['requests']} requests"
             )
     return [("h2", f"Load ({sessions} sessions at once)"), ("table", shown), ("ul", notes)]
+
+
+def _signed(value: float, unit: str, digits: int = 3) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:+.{digits}g} {unit}"
+
+
+def growth_verdict(row: pd.Series) -> str:
+    """One line per server: whether memory and disk stayed bounded, with the figures."""
+
+    def part(what: str, slope: float, flagged: bool) -> str:
+        if slope is None or pd.isna(slope):
+            return f"{what} not measured"
+        state = "**grows without bound**" if flagged else "bounded"
+        return f"{what} {state} ({_signed(slope, 'MB')} per {PER_TURNS} turns)"
+
+    text = (
+        f"{row['server']} ({row['scenario']}, {int(row['turns'])} turns): "
+        + part("memory", row["slope_rss_mb"], bool(row["rss_unbounded"]))
+        + "; "
+        + part("disk cache", row["slope_cache_mb"], bool(row["disk_unbounded"]))
+        + f"; threshold {row['threshold_mb']:.3g} MB per {PER_TURNS} turns"
+    )
+    if row["stopped_early"]:
+        text += " (stopped early: time budget spent)"
+    return text
+
+
+GROWTH_NOTE = (
+    "Slopes are least-squares fits over the follow-ups (turn 1 on; the first request loads the model "
+    f"and starts from an empty cache), per {PER_TURNS} turns. Memory is the server process tree's RSS "
+    "after each request (psutil); disk is everything under the server's cache dirs. Memory or disk is "
+    f"flagged as growing without bound when its slope per turn is above {UNBOUNDED_SHARE:g} of the KV "
+    "cache of the session's median prompt (the model's layers x KV heads x head size x 2 x bytes, per "
+    f"token) and above {UNBOUNDED_FLOOR_MB:g} MB per {PER_TURNS} turns: a server that keeps only the "
+    "conversation it serves grows by about the cache of the tokens a turn adds plus working buffers "
+    "that grow with the context, one that keeps something for every request by about a whole "
+    "prompt's cache per turn."
+)
+
+
+def growth_blocks(frame: pd.DataFrame, servers: list[str], run_meta: dict[str, Any], image: Any = None) -> list:
+    """The report's "Growth over a long session" section (empty without a long session)."""
+    table = growth_frame(frame, servers, run_meta)
+    if table.empty:
+        return []
+    shown = pd.DataFrame(
+        {
+            "Scenario": table["scenario"],
+            "Server": table["server"],
+            "Turns": table["turns"],
+            "Prompt tokens (first – last)": [
+                f"{fmt_value(a, 'tokens')} – {fmt_value(b, 'tokens')}"
+                for a, b in zip(table["prompt_tokens_first"], table["prompt_tokens_last"], strict=True)
+            ],
+            "Latency (first – last)": [
+                f"{fmt_value(a, 's')} – {fmt_value(b, 's')}"
+                for a, b in zip(table["total_s_first"], table["total_s_last"], strict=True)
+            ],
+            f"Latency / {PER_TURNS} turns": table["slope_total_s"].map(lambda v: _signed(v, "s")),
+            f"TTFT / {PER_TURNS} turns": table["slope_ttft_s"].map(lambda v: _signed(v, "s")),
+            "RSS (first – last)": [
+                f"{fmt_value(a, 'MB')} – {fmt_value(b, 'MB')}"
+                for a, b in zip(table["rss_mb_first"], table["rss_mb_last"], strict=True)
+            ],
+            f"RSS / {PER_TURNS} turns": table["slope_rss_mb"].map(lambda v: _signed(v, "MB")),
+            "Cache on disk at end": table["cache_mb_last"].map(lambda v: fmt_value(v, "MB")),
+            f"Cache / {PER_TURNS} turns": table["slope_cache_mb"].map(lambda v: _signed(v, "MB")),
+        }
+    )
+    blocks: list[tuple] = [
+        ("h2", "Growth over a long session"),
+        ("p", GROWTH_NOTE),
+        ("table", shown),
+        ("ul", [growth_verdict(row) for _, row in table.iterrows()]),
+    ]
+    if image is not None:
+        blocks.append(("img", image))
+    return blocks
+
+
+EVICTION_NOTE = (
+    "Interleaved sessions, more than the server's prompt-cache capacity: each session is resumed after "
+    "all the others (resumed), then continued at once (continued). Times are the prompt processing "
+    "(time to first token on streams), medians. A miss costs the resumed follow-ups that found no cache "
+    "against the continued ones that found theirs."
+)
+
+
+def eviction_blocks(frame: pd.DataFrame, servers: list[str], run_meta: dict[str, Any]) -> list:
+    """The report's "Eviction under pressure" section (empty without interleaved sessions)."""
+    table = eviction_frame(frame, servers, run_meta)
+    if table.empty:
+        return []
+    shown = pd.DataFrame(
+        {
+            "Scenario": table["scenario"],
+            "Server": table["server"],
+            "Sessions": table["sessions"],
+            "Capacity": table["capacity"].map(lambda v: "–" if v is None or pd.isna(v) else str(int(v))),
+            "First request": table["first_s"].map(lambda v: fmt_value(v, "s")),
+            "Resumed: found their cache": [
+                f"{int(a)}/{int(b)}" for a, b in zip(table["resumed_reused"], table["resumed"], strict=True)
+            ],
+            "Resumed": table["resumed_s"].map(lambda v: fmt_value(v, "s")),
+            "Continued: found their cache": [
+                f"{int(a)}/{int(b)}" for a, b in zip(table["continued_reused"], table["continued"], strict=True)
+            ],
+            "Continued": table["continued_s"].map(lambda v: fmt_value(v, "s")),
+            "A miss costs": [
+                "–" if pd.isna(cost) else f"{fmt_value(cost, 's')} ({ratio:.3g}x a hit)"
+                for cost, ratio in zip(table["miss_cost_s"], table["miss_cost_ratio"], strict=True)
+            ],
+        }
+    )
+    return [("h2", "Eviction under pressure"), ("p", EVICTION_NOTE), ("table", shown)]
+
+
+DAMAGE_NOTE = (
+    "Each damage was done to a copy of the server's own cache dirs, between two requests of the "
+    "session: the server was stopped, its HOME copied and the copy's cache damaged, and a new server "
+    "started on the copy. Acceptable: the server answers (a cache miss is fine) or refuses with an "
+    "error; a crash, a hang or an answer that differs from the undamaged runs (intact and emptied "
+    "copies) under greedy decoding is a finding."
+)
+
+
+def damage_blocks(frame: pd.DataFrame, servers: list[str]) -> list:
+    """The report's "Damaged cache" section (empty when no damage was played)."""
+    table = damage_frame(frame, servers)
+    if table.empty:
+        return []
+    shown = pd.DataFrame(
+        {
+            "Scenario": table["scenario"],
+            "Server": table["server"],
+            "Damage": table["fault"],
+            "What was done": table["action"],
+            "Outcome": [
+                f"**{o}** (finding)" if f else o for o, f in zip(table["outcome"], table["finding"], strict=True)
+            ],
+            "Evidence": table["evidence"],
+            "Requests after it": table["afterwards"],
+        }
+    )
+    findings = table[table["finding"]]
+    lines = [f"{r['server']}: {r['fault']} → {r['outcome']}" for _, r in findings.iterrows()]
+    blocks: list[tuple] = [("h2", "Damaged cache"), ("p", DAMAGE_NOTE), ("table", shown)]
+    blocks.append(("ul", lines or ["No finding: every server answered or refused with an error."]))
+    return blocks
