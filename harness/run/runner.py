@@ -412,9 +412,13 @@ class Runner:
             label = f"{context.variant},damage={fault}"
             if not rest or self._budget_spent(spec, context.scenario, label, 0, len(rest)):
                 break
-            copy = self.run_dir / "homes" / f"{spec.name}-{tag}-damage-{fault}"
+            name = f"{spec.name}-{tag}-damage-{fault}"
+            copy, number = self.run_dir / "homes" / name, 1
+            while copy.exists():  # another mode of the scenario made this damage already
+                number += 1
+                copy = self.run_dir / "homes" / f"{name}-{number}"
             repointed = cache_damage.copy_home(source, copy)
-            server = self._new_server(spec, group, copy, f"{tag}-damage-{fault}")
+            server = self._new_server(spec, group, copy, copy.name.removeprefix(f"{spec.name}-"))
             damage = cache_damage.apply(fault, server.cache_dirs)
             if repointed:
                 names = ", ".join(path.name for path in repointed)

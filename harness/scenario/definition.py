@@ -163,6 +163,8 @@ class Turn(_Strict):
                 raise ValueError(
                     f"damage_cache_after lists {unknown or 'nothing'}; give one or more of {', '.join(CACHE_DAMAGE)}"
                 )
+            if len(set(self.damage_cache_after)) != len(self.damage_cache_after):
+                raise ValueError("damage_cache_after lists a damage twice; list each once")
             if self.restart_after:
                 raise ValueError("a turn takes restart_after or damage_cache_after, not both")
         return self

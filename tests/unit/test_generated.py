@@ -133,6 +133,8 @@ def test_damage_cache_after_is_validated(tmp_path):
     assert plan_requests(ok)[0].damage_after == ["intact", "zeros"]
     with pytest.raises(ScenarioError, match="damage_cache_after"):
         load_scenario(write(tmp_path, 'name: d\nturns:\n  - user: "a"\n    damage_cache_after: [shred]\n'))
+    with pytest.raises(ScenarioError, match="twice"):
+        load_scenario(write(tmp_path, 'name: d\nturns:\n  - user: "a"\n    damage_cache_after: [zeros, zeros]\n'))
     with pytest.raises(ScenarioError, match="not both"):
         load_scenario(
             write(
