@@ -484,10 +484,12 @@ class Runner:
         stop = {"server": spec.name, "scenario": scenario.name, "variant": label, "budget_s": self.budget_s}
         if not any(all(item.get(k) == v for k, v in stop.items()) for item in stops):
             stops.append({**stop, "sent": sent, "planned": planned})
-            self.say(
+            message = (
                 f"{spec.name}: {scenario.name} [{label}]: time budget of {self.budget_s:g} s spent; "
                 f"{planned - sent} of {planned} requests not sent"
             )
+            self.meta.data["notes"].append(message)  # listed in the report's run details
+            self.say(message)
             self.meta.save()
         return True
 
