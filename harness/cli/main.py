@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start each server in turn, replay the scenarios, write the report")
-    run.add_argument("--servers", help="comma-separated server names (default: legacy,mlx-textgen)")
+    run.add_argument("--servers", help="comma-separated server names (default: legacy,legacy-capped,mlx-textgen)")
     run.add_argument("--scenarios", help="comma-separated scenario names or YAML paths")
     run.add_argument("--model", help="a local mlx-lm model folder (default: the built-in offline model)")
     run.add_argument("--out", help="folder for run folders (default: reports)")

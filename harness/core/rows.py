@@ -45,10 +45,14 @@ class ResultRow(BaseModel):
     request_kind: RequestKind
     stream: bool
     started_at: float
-    # Time to the first content or tool-call byte (not the role-only chunk); for a non-streamed
-    # request it equals total_s because nothing arrives before the whole body.
+    # Time to the first token of any kind: content, tool-call or reasoning delta (not the role-only
+    # chunk); for a non-streamed request it equals total_s because nothing arrives before the body.
     ttft_s: float | None = None
     total_s: float | None = None
+    # Time to the first byte of the response body (a role-only chunk counts), and to the first
+    # visible content (text the user would see; None when the answer has none).
+    ttfb_s: float | None = None
+    ttft_content_s: float | None = None
     http_status: int | None = None
     error: str | None = None
     finish_reason: str | None = None
@@ -73,6 +77,17 @@ class ResultRow(BaseModel):
     ab_diff: str | None = None
     ab_detail: str | None = None
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+    # What a response cache keys on: the SHA-256 (first 16 hex digits) of the request's messages and
+    # tools, so an identical earlier conversation can be recognised whatever the transport options.
+    conversation_sha: str | None = None
+    # Which server process answered (a restart or a crash starts a new session): an in-memory
+    # response cache lives only as long as its process.
+    server_session: str | None = None
+    # The server's own word (log line or counters) that it answered from a response cache without
+    # generating; None when the server does not say.
+    served_from_cache: bool | None = None
+    # The prompt-processing rate the server logged for this request (tokens/s); None when it logs none.
+    prompt_tok_s: float | None = None
 
 
 class ResultWriter:

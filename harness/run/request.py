@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from harness.capture import cachefiles
-from harness.capture.http import ReplayLimits, send
+from harness.capture.http import ReplayLimits, conversation_sha, send
 from harness.checks import conformance
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
@@ -188,6 +188,10 @@ class RequestExecutor:
             check_notes=outcome.notes,
             stop_cause=timed.captured.stop_cause,
             context_tokens=ctx.scenario.context_tokens,
+            ttfb_s=timed.ttfb_s,
+            ttft_content_s=timed.ttft_content_s,
+            conversation_sha=conversation_sha(body),
+            server_session=server.session_id,
         )
         row = redact_row(row, spec.api_key)  # a server may echo the key back (content, error body)
         if self.references is not None:
@@ -213,6 +217,8 @@ class RequestExecutor:
         row.cache_reused, tokens = decide_cache_reuse(row.prompt_tokens, row.cached_tokens, log_reused, log_tokens)
         if row.cached_tokens is None:
             row.cached_tokens = tokens
+        if log_text:
+            row.served_from_cache, row.prompt_tok_s = self.server.answer_facts_from_log(log_text)
         self.sink(row)
         return row
 

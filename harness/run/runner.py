@@ -74,6 +74,7 @@ class Runner:
                 "finished_at": None,
                 "status": "running",
                 "reference_server": self.config.reference,
+                "like_for_like_server": self.config.like_for_like_server(),
                 "config": self.config.public_dump(),
                 "model": model_record(first.path, first.builtin) if first else None,
                 "scenario_models": {
@@ -159,6 +160,7 @@ class Runner:
 
     def _stop(self, server: ServerProcess) -> None:
         assert self.meta is not None
+        server.read_counters()  # the server's own counters (response-cache hits), while it still answers
         server.stop()
         entry = self.meta.server_entry(server.spec)
         entry["sessions"].append(server.session_record())

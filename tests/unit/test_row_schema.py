@@ -22,12 +22,16 @@ from harness.presentation.report import build_report
 # One line of results.jsonl, in order.
 ROW_COLUMNS = [
     "run_id", "server", "scenario", "repeat", "session", "context_tokens", "variant", "model", "tool_choice",
-    "turn", "request_kind", "stream", "started_at", "ttft_s", "total_s", "http_status", "error",
-    "finish_reason", "prompt_tokens", "completion_tokens", "tokens_source", "decode_tok_s", "cached_tokens",
-    "cache_reused", "cache_files_new", "cache_bytes_new", "cache_bytes_total", "cache_files", "content",
-    "content_sha", "tool_calls", "checks_failed", "check_evidence", "check_notes", "ab_diff", "ab_detail",
-    "stop_cause",
+    "turn", "request_kind", "stream", "started_at", "ttft_s", "total_s", "ttfb_s", "ttft_content_s",
+    "http_status", "error", "finish_reason", "prompt_tokens", "completion_tokens", "tokens_source",
+    "decode_tok_s", "cached_tokens", "cache_reused", "cache_files_new", "cache_bytes_new", "cache_bytes_total",
+    "cache_files", "content", "content_sha", "tool_calls", "checks_failed", "check_evidence", "check_notes",
+    "ab_diff", "ab_detail", "stop_cause", "conversation_sha", "server_session", "served_from_cache",
+    "prompt_tok_s",
 ]
+# What the summary adds to the rows' frame (harness.analysis.served): answers served without
+# generation, and each request's prompt-processing rate.
+DERIVED_COLUMNS = ["no_generation", "no_generation_why", "prompt_rate", "prompt_rate_source"]
 # summary.csv: one row per (scenario, server, metric), then the ratio rows against the reference.
 SUMMARY_CSV_COLUMNS = [
     "scenario", "server", "metric", "n", "median", "p90", "ci95_low", "ci95_high", "unit",
@@ -94,10 +98,11 @@ def test_result_row_fields_are_the_documented_schema():
 
 def test_summary_frame_columns_are_the_row_fields(run_dir):
     summary, _ = load_run(run_dir)  # results.jsonl -> rows -> frame -> summary, as the report reads it
-    assert list(summary.frame.columns) == list(ResultRow.model_fields) == ROW_COLUMNS
+    assert list(summary.frame.columns) == [*ROW_COLUMNS, *DERIVED_COLUMNS]
+    assert list(ResultRow.model_fields) == ROW_COLUMNS
     assert len(summary.frame) == len(make_rows())
     # An empty or missing results.jsonl still has every column: later stages select by name.
-    assert list(summarize([]).frame.columns) == ROW_COLUMNS
+    assert list(summarize([]).frame.columns) == [*ROW_COLUMNS, *DERIVED_COLUMNS]
     assert list(rows_frame([]).columns) == ROW_COLUMNS
 
 
@@ -106,12 +111,13 @@ def test_every_field_survives_results_jsonl(tmp_path):
     full = ResultRow(
         run_id="r", server="s", scenario="sc", repeat=2, session=1, context_tokens=4000, variant="no-stream",
         model="m", tool_choice="required", turn=3, request_kind="restart", stream=False, started_at=12.5,
-        ttft_s=0.5, total_s=0.75, http_status=200, error="boom", finish_reason="tool_calls", prompt_tokens=900,
+        ttft_s=0.5, total_s=0.75, ttfb_s=0.01, ttft_content_s=0.6, http_status=200, error="boom", finish_reason="tool_calls", prompt_tokens=900,
         completion_tokens=12, tokens_source="usage", decode_tok_s=33.0, cached_tokens=800, cache_reused=True,
         cache_files_new=2, cache_bytes_new=2048, cache_bytes_total=4096, cache_files=["a.safetensors"],
         content="hi", content_sha="abc", tool_calls=[{"id": "call_1", "function": {"name": "read_file"}}],
         checks_failed=["stream.empty"], check_evidence={"stream.empty": "no delta"}, check_notes=["note"],
-        ab_diff="different", ab_detail="text differs", stop_cause="stalled")
+        ab_diff="different", ab_detail="text differs", stop_cause="stalled", conversation_sha="0123abcd",
+        server_session="s-r0#123", served_from_cache=False, prompt_tok_s=512.0)
     left_at_default = [name for name, info in ResultRow.model_fields.items() if not info.is_required()
                        and getattr(full, name) == info.get_default(call_default_factory=True)]
     assert left_at_default == []
