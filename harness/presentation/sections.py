@@ -1,5 +1,6 @@
-"""Report sections that exist only for some runs: the cache-perfect bound (``--bound``) and the load
-table (``--concurrency``). Each returns report blocks, or nothing when the run has no such data."""
+"""Report sections that exist only for some runs: answers served without generation, the
+cache-perfect bound (``--bound``) and the load table (``--concurrency``). Each returns report
+blocks, or nothing when the run has no such data."""
 
 from __future__ import annotations
 
@@ -10,8 +11,59 @@ import pandas as pd
 
 from harness.analysis.bound import bound_frames, load_bound
 from harness.analysis.concurrency import load_frame
-from harness.analysis.summary import Summary
+from harness.analysis.summary import Summary, no_generation_rows
 from harness.core.formatting import fmt_value
+
+MAX_NO_GENERATION_LISTED = 40
+
+
+def counters_text(counters: Any) -> str:
+    """A server's own counters (e.g. the legacy server's /health) as "cache.hits=15, ..."; numbers only."""
+    found: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append(f"{prefix}={value:g}")
+
+    walk("", counters)
+    return ", ".join(found)
+
+
+def no_generation_blocks(summary: Summary, run_meta: dict[str, Any]) -> list[tuple]:
+    """The report's "Answered without generation" section: each such answer and why it was recognised,
+    and the server's own counters where it keeps them. Empty when there was none."""
+    rows = no_generation_rows(summary.frame)
+    rows = rows[rows["request_kind"] != "warmup"]
+    if rows.empty:
+        return []
+    text = (
+        "These answers came without generation: a response cache replayed an identical earlier "
+        "conversation. They are in the behaviour checks (a client receives them) but in no time, "
+        "rate, ratio, gate or claim."
+    )
+    counts = rows.groupby("server").size()
+    items = [f"{server}: {int(n)} answers" for server, n in counts.items()]
+    for server, meta in (run_meta.get("servers") or {}).items():
+        hits = [
+            (s.get("counters") or {}).get("cache", {}).get("hits")
+            for s in meta.get("sessions") or []
+            if isinstance((s.get("counters") or {}).get("cache"), dict)
+        ]
+        hits = [h for h in hits if isinstance(h, int)]
+        if hits:
+            items.append(f"{server}'s own counters report {sum(hits)} response-cache hits over its sessions")
+    shown = rows.sort_values("started_at").head(MAX_NO_GENERATION_LISTED)
+    table = pd.DataFrame(
+        [
+            [r["server"], r["scenario"], r["variant"], r["turn"], fmt_value(r["total_s"]), r["no_generation_why"]]
+            for _, r in shown.iterrows()
+        ],
+        columns=["Server", "Scenario", "Variant", "Turn", "Total time", "Why"],
+    )
+    return [("h2", "Answered without generation"), ("p", text), ("ul", items), ("table", table)]
 
 
 def bound_blocks(summary: Summary, run_dir: Path) -> list[tuple]:
