@@ -111,7 +111,8 @@ def test_every_field_survives_results_jsonl(tmp_path):
     full = ResultRow(
         run_id="r", server="s", scenario="sc", repeat=2, session=1, context_tokens=4000, variant="no-stream",
         model="m", tool_choice="required", turn=3, request_kind="restart", stream=False, started_at=12.5,
-        ttft_s=0.5, total_s=0.75, ttfb_s=0.01, ttft_content_s=0.6, http_status=200, error="boom", finish_reason="tool_calls", prompt_tokens=900,
+        ttft_s=0.5, total_s=0.75, ttfb_s=0.01, ttft_content_s=0.6, http_status=200, error="boom",
+        finish_reason="tool_calls", prompt_tokens=900,
         completion_tokens=12, tokens_source="usage", decode_tok_s=33.0, cached_tokens=800, cache_reused=True,
         cache_files_new=2, cache_bytes_new=2048, cache_bytes_total=4096, cache_files=["a.safetensors"],
         content="hi", content_sha="abc", tool_calls=[{"id": "call_1", "function": {"name": "read_file"}}],

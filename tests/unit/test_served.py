@@ -16,16 +16,23 @@ from harness.server.process import ServerProcess
 from harness.server.spec import legacy_spec, mlx_textgen_spec
 
 META = {
-    "run_id": "r", "status": "complete", "reference_server": "legacy", "like_for_like_server": "legacy-capped",
-    "servers": {"legacy": {"label": "legacy stand-in", "quirks": {"max_tokens_ignored": True}},
-                "legacy-capped": {"label": "legacy stand-in, max_tokens honoured",
-                                  "quirks": {"max_tokens_ignored": False}},
-                "mlx-textgen": {"label": "MLX-Textgen", "quirks": {}}},
+    "run_id": "r",
+    "status": "complete",
+    "reference_server": "legacy",
+    "like_for_like_server": "legacy-capped",
+    "servers": {
+        "legacy": {"label": "legacy stand-in", "quirks": {"max_tokens_ignored": True}},
+        "legacy-capped": {"label": "legacy stand-in, max_tokens honoured", "quirks": {"max_tokens_ignored": False}},
+        "mlx-textgen": {"label": "MLX-Textgen", "quirks": {}},
+    },
 }
 
 # server -> (first s, follow-up s, completion tokens, decode tok/s or None)
-PROFILE = {"legacy": (10.0, 9.0, 256, None), "legacy-capped": (9.0, 8.0, 32, None),
-           "mlx-textgen": (4.0, 1.0, 32, 200.0)}
+PROFILE = {
+    "legacy": (10.0, 9.0, 256, None),
+    "legacy-capped": (9.0, 8.0, 32, None),
+    "mlx-textgen": (4.0, 1.0, 32, 200.0),
+}
 
 
 class Clock:
@@ -36,20 +43,41 @@ class Clock:
         return self.t
 
 
-def conversation(server: str, clock: Clock, variant: str, served: bool | None = None, total: float | None = None,
-                 turns: int = 4, scenario: str = "agent-session") -> list[ResultRow]:
+def conversation(
+    server: str,
+    clock: Clock,
+    variant: str,
+    served: bool | None = None,
+    total: float | None = None,
+    turns: int = 4,
+    scenario: str = "agent-session",
+) -> list[ResultRow]:
     first, follow, tokens, decode = PROFILE[server]
     rows = []
     for turn in range(turns):
-        rows.append(ResultRow(
-            run_id="r", server=server, scenario=scenario, variant=variant, model="tiny", turn=turn,
-            request_kind=("first" if variant == "stream" else "first-warm") if turn == 0 else "follow-up",
-            stream=True, started_at=clock(), total_s=total if total is not None else (first if turn == 0 else follow),
-            ttft_s=(total if total is not None else (first if turn == 0 else follow)) * 0.9,
-            completion_tokens=tokens, decode_tok_s=decode, prompt_tokens=6000 + 100 * turn,
-            cached_tokens=6000 + 100 * (turn - 1) if decode and turn else 0,
-            conversation_sha=f"{scenario}-{turn}", server_session=f"{server}#1", served_from_cache=served,
-            prompt_tok_s=600.0 if decode is None and turn == 0 else None))
+        rows.append(
+            ResultRow(
+                run_id="r",
+                server=server,
+                scenario=scenario,
+                variant=variant,
+                model="tiny",
+                turn=turn,
+                request_kind=("first" if variant == "stream" else "first-warm") if turn == 0 else "follow-up",
+                stream=True,
+                started_at=clock(),
+                total_s=total if total is not None else (first if turn == 0 else follow),
+                ttft_s=(total if total is not None else (first if turn == 0 else follow)) * 0.9,
+                completion_tokens=tokens,
+                decode_tok_s=decode,
+                prompt_tokens=6000 + 100 * turn,
+                cached_tokens=6000 + 100 * (turn - 1) if decode and turn else 0,
+                conversation_sha=f"{scenario}-{turn}",
+                server_session=f"{server}#1",
+                served_from_cache=served,
+                prompt_tok_s=600.0 if decode is None and turn == 0 else None,
+            )
+        )
     return rows
 
 
@@ -104,8 +132,13 @@ def test_like_for_like_ratio_next_to_the_one_as_deployed(summary):
     assert deployed["ratio"] == pytest.approx(10 / 4) and fair["ratio"] == pytest.approx(9 / 4)
     assert set(summary.verdicts) == {"mlx-textgen"}  # the like-for-like server is not under test
     frame = comparison_frame(summary, META).set_index("Metric")
-    assert list(frame.columns) == ["legacy", "legacy-capped", "mlx-textgen", "As deployed (vs legacy)",
-                                   "Like-for-like (vs legacy-capped)"]
+    assert list(frame.columns) == [
+        "legacy",
+        "legacy-capped",
+        "mlx-textgen",
+        "As deployed (vs legacy)",
+        "Like-for-like (vs legacy-capped)",
+    ]
     assert frame.loc["First request (total time)", "As deployed (vs legacy)"].startswith("**2.5x faster**")
     assert frame.loc["First request (total time)", "Like-for-like (vs legacy-capped)"].startswith("**2.2x faster**")
     assert frame.loc["Output tokens per answer"].tolist()[:3] == ["256", "32", "32"]
@@ -150,8 +183,10 @@ def test_another_process_has_its_own_cache():
 
 def test_log_lines_give_cache_hits_and_prompt_rates(tmp_path: Path):
     legacy = ServerProcess(legacy_spec(), tmp_path, home=tmp_path, log_path=tmp_path / "l.log")
-    text = ("INFO legacy-server: generated 256 tokens in 11.28 s (max_tokens=256; prompt 579 tok/s, "
-            "generation 249.1 tok/s)\n")
+    text = (
+        "INFO legacy-server: generated 256 tokens in 11.28 s (max_tokens=256; prompt 579 tok/s, "
+        "generation 249.1 tok/s)\n"
+    )
     assert legacy.answer_facts_from_log(text) == (False, 579.0)
     assert legacy.answer_facts_from_log("INFO legacy-server: response cache hit (16.7%)\n") == (True, None)
     textgen = ServerProcess(mlx_textgen_spec(), tmp_path, home=tmp_path, log_path=tmp_path / "m.log")

@@ -41,8 +41,15 @@ def stream(pieces: list[bytes]):
 
 
 def test_role_then_reasoning_then_text():
-    timed = stream([sse({"role": "assistant"}), sse({"reasoning_content": "think"}), sse({"content": "Hi"}),
-                    sse({}, "stop"), sse()])
+    timed = stream(
+        [
+            sse({"role": "assistant"}),
+            sse({"reasoning_content": "think"}),
+            sse({"content": "Hi"}),
+            sse({}, "stop"),
+            sse(),
+        ]
+    )
     assert timed.ttfb_s is not None and timed.ttft_s is not None and timed.ttft_content_s is not None
     # Each piece arrives GAP_S after the one before it.
     assert timed.ttfb_s < GAP_S / 2
