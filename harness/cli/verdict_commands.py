@@ -1,6 +1,7 @@
 """Verdicts on a run folder, as `harness` subcommands:
 
     harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails
+    harness gate RUN_DIR --write-expectations F    the run's behaviour failures as the known ones of F
     harness claims README.md --run RUN_DIR          each claim in a README table: confirmed / refuted /
                                                     not comparable / not measured (harness.verdicts.claims)
     harness readme RUN_DIR [--update README.md]     the comparison table, written between markers
@@ -37,11 +38,28 @@ def run_gate(
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    if args.write_expectations:
+        return write_expectations_file(args.run_dir, args.write_expectations)
     results, text = run_gate(args.run_dir, args.config, args.baseline)
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n", encoding="utf-8")
     print(text)
     return 1 if failed(results) else 0
+
+
+def write_expectations_file(run_dir: str | Path, path: str | Path) -> int:
+    """``harness gate RUN_DIR --write-expectations FILE``: the run's behaviour failures become the
+    known ones of FILE (the gate then fails only on others)."""
+    from harness.analysis.run_folder import load_run
+    from harness.verdicts.expectations import write_expectations
+
+    summary, meta = load_run(require_run_dir(run_dir))
+    count = write_expectations(path, summary, meta)
+    print(
+        f"{path}: {count} known behaviour failure(s) of run {meta.get('run_id') or run_dir} "
+        f"({', '.join(summary.servers)} on {', '.join(summary.scenarios)})"
+    )
+    return 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -92,6 +110,12 @@ def register_commands(sub: Any) -> None:
         "--baseline", help="a saved run folder: no ratio may fall below it by more than max_baseline_regression_pct"
     )
     gate.add_argument("--json", metavar="FILE", help="also write the gate results as JSON")
+    gate.add_argument(
+        "--write-expectations",
+        metavar="FILE",
+        help="write the run's behaviour failures to FILE as the known ones (TOML, or JSON for .json), "
+        "instead of gating; point [tool.harness.gate] expectations at it",
+    )
     gate.set_defaults(func=cmd_gate)
 
     claims = sub.add_parser("claims", help="verdict each claim of a README comparison table against a run")

@@ -179,14 +179,14 @@ def load_config(
     if pyproject.is_file():
         section = _read_toml(pyproject).get("tool", {}).get("harness", {})
         if section:
-            data.update(section)
+            data.update(_anchor_paths(section, pyproject.parent))
             sources.append(f"{pyproject} [tool.harness]")
     file = config_file or (project_dir / "harness.toml" if (project_dir / "harness.toml").is_file() else None)
     if file is not None:
         file = Path(file)
         if not file.is_file():
             raise ConfigError(f"config file {file} not found. Pass an existing file to --config.")
-        _deep_merge(data, _read_toml(file))
+        _deep_merge(data, _anchor_paths(_read_toml(file), file.parent))
         sources.append(str(file))
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -200,6 +200,18 @@ def load_config(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
             "See the field list at the top of harness/config.py."
         ) from None
+
+
+def _anchor_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``section`` with the file paths it names made absolute against ``base``, the folder of the
+    file that names them, so that they mean the same from any working directory."""
+    gate = section.get("gate")
+    if isinstance(gate, dict):
+        for key in ("expectations",):
+            value = gate.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                gate[key] = str((base / value).resolve())
+    return section
 
 
 def _deep_merge(into: dict[str, Any], data: dict[str, Any]) -> None:
