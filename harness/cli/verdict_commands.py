@@ -2,13 +2,14 @@
 
     harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails
     harness gate RUN_DIR --write-expectations F    the run's behaviour failures as the known ones of F
-    harness claims README.md --run RUN_DIR          each claim in a README table: confirmed / refuted /
-                                                    not comparable / not measured (harness.verdicts.claims)
+    harness claims README.md --run RUN_DIR          each claim of a file (tables, bullet points, sentences):
+                                                    confirmed / refuted / not comparable / not measured
+                                                    (harness.verdicts.claims), and the lines skipped
     harness readme RUN_DIR [--update README.md]     the comparison table, written between markers
                                                     (harness.presentation.readme_table)
 
 All three read only the rows and run.json the run wrote. Bad input (a missing or incomplete run
-folder, a README without a table, a gate naming an unknown metric) is a HarnessError: the CLI prints
+folder, a file without a claim, a gate naming an unknown metric) is a HarnessError: the CLI prints
 it and exits 2.
 """
 
@@ -66,11 +67,11 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from harness.analysis.run_folder import load_run
     from harness.verdicts.claims import REFUTED, read_claims, report_markdown, verify_claims
 
-    table = read_claims(args.readme)
+    claims = read_claims(args.readme)
     run_dir = require_run_dir(args.run)
     summary, meta = load_run(run_dir)
     report = verify_claims(
-        table,
+        claims,
         summary,
         meta,
         reference=args.reference,
@@ -118,8 +119,12 @@ def register_commands(sub: Any) -> None:
     )
     gate.set_defaults(func=cmd_gate)
 
-    claims = sub.add_parser("claims", help="verdict each claim of a README comparison table against a run")
-    claims.add_argument("readme", help="markdown file with a | Metric | old | new | Improvement | table")
+    claims = sub.add_parser(
+        "claims", help="verdict each claim of a markdown file (tables, bullet points, sentences) against a run"
+    )
+    claims.add_argument(
+        "readme", help="markdown file with claims: a | Metric | old | new | Improvement | table, bullets or sentences"
+    )
     claims.add_argument("--run", required=True, help="the run folder to check the claims against")
     claims.add_argument("--reference", help="run server standing for the table's old-server column")
     claims.add_argument("--server", help="run server standing for the table's new-server column")
