@@ -7,6 +7,8 @@
                                                     (harness.verdicts.claims), and the lines skipped
     harness readme RUN_DIR [--update README.md]     the comparison table, written between markers
                                                     (harness.presentation.readme_table)
+    harness compare RUN_A RUN_B [...]               runs side by side (harness.analysis.compare); with
+                                                    --fail-on-regression PCT, exit 1 on a regression
 
 All three read only the rows and run.json the run wrote. Bad input (a missing or incomplete run
 folder, a file without a claim, a gate naming an unknown metric) is a HarnessError: the CLI prints
@@ -100,6 +102,37 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.analysis.compare import compare_runs, load_runs, regressions
+    from harness.core.errors import ConfigError
+    from harness.presentation.compare_report import compare_blocks, write_compare
+    from harness.presentation.render import render_markdown
+
+    if len(args.runs) < 2:
+        raise ConfigError("compare needs at least two run folders: RUN_A (the base) and RUN_B [RUN_C ...].")
+    runs = load_runs([require_run_dir(path) for path in args.runs])
+    comparison = compare_runs(runs, scenarios=_csv(args.scenarios), servers=_csv(args.servers))
+    if comparison.mismatches and not args.allow_mismatch:
+        raise ConfigError(
+            "the runs are not comparable: "
+            + "; ".join(comparison.mismatches)
+            + ". Compare runs of the same model, machine and scenarios, or pass --allow-mismatch to compare "
+            "them anyway (the output is then flagged)."
+        )
+    pct = args.fail_on_regression
+    found = regressions(comparison, pct) if pct is not None else None
+    blocks = compare_blocks(comparison, found, pct)
+    print(render_markdown(blocks), end="")
+    out = Path(args.out) if args.out else runs[-1].path
+    paths = write_compare(comparison, out, blocks)
+    print(f"\nwritten: {paths['md']} and {paths['html']}")
+    return 1 if found is not None and not found.empty else 0
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def register_commands(sub: Any) -> None:
     """Adds gate, claims and readme to the `harness` command's subparsers."""
     from harness.verdicts.claims import TOLERANCE
@@ -147,3 +180,25 @@ def register_commands(sub: Any) -> None:
         help="replace the table between the <!-- harness:comparison:start/end --> markers in FILE",
     )
     readme.set_defaults(func=cmd_readme)
+
+    compare = sub.add_parser(
+        "compare", help="runs side by side (before/after a change): medians, 95%% intervals, ratios, significance"
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="the base run, then the runs to compare with it")
+    compare.add_argument(
+        "--fail-on-regression",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when a figure of a later run is significantly worse than the base by more than PCT%%",
+    )
+    compare.add_argument("--scenarios", help="comma-separated scenarios to compare (default: those in common)")
+    compare.add_argument("--servers", help="comma-separated servers to compare (default: those in common)")
+    compare.add_argument(
+        "--out", metavar="DIR", help="where compare-vs-<base run>.md and .html go (default: the last run folder)"
+    )
+    compare.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare runs of another model, machine or scenario set anyway, flagged",
+    )
+    compare.set_defaults(func=cmd_compare)
