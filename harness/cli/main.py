@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         variant = row.variant.replace("tool_choice=", "")
         # soft_wrap: one line per request even on a narrow (or non-tty, 80-column) console.
         console.print(
-            f"  {row.server:12} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
+            f"  {row.server:13} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
             f"{total:>7}  {status}",
             soft_wrap=True,
         )
