@@ -88,9 +88,22 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
     servers_meta = run_meta.get("servers") or {}
     scenario = summary.headline
     tokens = {s: summary.stat(scenario, s, "completion_tokens")["median"] for s in summary.servers}
+    reference_quirks = (servers_meta.get(summary.reference) or {}).get("quirks") or {}
     for server in summary.servers:
         meta = servers_meta.get(server) or {}
-        for key, value in (meta.get("quirks") or {}).items():
+        quirks = meta.get("quirks") or {}
+        if server == summary.like_for_like and reference_quirks:
+            # Named once: its quirks are the reference's but for the ones switched off.
+            off = [k for k, v in quirks.items() if reference_quirks.get(k) != v]
+            switched = [f"the {k} quirk {'on' if quirks[k] == KNOWN_QUIRKS.get(k, (True,))[0] else 'off'}" for k in off]
+            notes.append(
+                f"{server} is {summary.reference} with "
+                + (" and ".join(switched) or "no quirk changed")
+                + (" (it honours max_tokens)" if "max_tokens_ignored" in off else "")
+                + f"; its other quirks are {summary.reference}'s"
+            )
+            continue
+        for key, value in quirks.items():
             on_value, what = KNOWN_QUIRKS.get(key, (True, key.replace("_", " ")))
             if value != on_value:
                 continue

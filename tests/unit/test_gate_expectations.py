@@ -1,4 +1,8 @@
-"""Behaviour gating against an expectations file, and ratios gated like-for-like."""
+"""Behaviour gating against an expectations file, and ratios gated like-for-like.
+
+The project's own gate ([tool.harness.gate] in pyproject.toml and the committed expectations file, as
+`make benchmark` uses them) passes on the known failures and fails on one injected failure that the
+file does not list."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from harness.core.rows import ResultRow
 from harness.run.config import load_config
 from harness.verdicts.expectations import read_expectations, run_failures, write_expectations
 from harness.verdicts.gate import evaluate, failed, gate_run
+
+REPO = Path(__file__).resolve().parents[2]
 
 META = {
     "run_id": "r1",
@@ -88,8 +94,8 @@ def test_known_failures_pass_new_ones_fail_and_fixed_ones_are_reported(tmp_path)
     results = gate(tmp_path / "a", make_rows(KNOWN), expected)
     assert not failed(results)
     known = [r for r in results if r.gate == "behaviour.known"]
-    assert len(known) == 3 and all(r.passed is None for r in known)
-    assert "mlx-textgen [tools stream]" in {r.subject for r in known}
+    assert len(known) == 2 and all(r.passed is None for r in known)  # a line per server, scenario and variant
+    assert ("mlx-textgen [tools stream]", "stream.empty, tool.calls_missing") in {(r.subject, r.value) for r in known}
     assert next(r for r in results if r.gate == "behaviour.expected").value == "3 known, 0 new, 0 fixed"
 
     worse = {**KNOWN, ("mlx-textgen", "no-stream", 1): ["expect.tool_arguments"]}
@@ -146,6 +152,46 @@ def test_ratios_are_gated_like_for_like_and_the_like_for_like_server_is_not_gate
     assert follow.subject == "mlx-textgen vs legacy-capped [agent-session]" and follow.passed is False
     assert {r.subject for r in results if r.gate == "cache.files"} == {"mlx-textgen"}
     assert not any(r.subject == "legacy-capped" for r in results if r.gate.startswith("cache"))
+
+
+def test_the_project_gate_passes_on_its_known_failures_and_fails_on_an_injected_one(tmp_path):
+    settings = load_config(project_dir=REPO).gate
+    assert settings.get("expectations"), "the project gates behaviour against its expectations file"
+    expected = read_expectations(settings["expectations"])
+    assert expected.known, "the committed expectations list the default comparison's known failures"
+
+    # Rows that fail exactly the known checks, as the default comparison does, and a clean row for
+    # every server and scenario the file covers.
+    def row(server: str, scenario: str, variant: str, turn: int, check: str | None) -> ResultRow:
+        cut = check[len("stop.") :] if check and check.startswith("stop.") else None
+        error = "HTTP 500" if check == "request.error" else None
+        checks = [check] if check and not cut and not error else []
+        kind = "first" if turn == 0 else "follow-up"
+        return ResultRow(run_id="p", server=server, scenario=scenario, variant=variant, turn=turn, request_kind=kind,
+                         stream=True, started_at=float(len(rows)), total_s=1.0, checks_failed=checks, error=error,
+                         stop_cause=cut)  # fmt: skip
+
+    rows: list[ResultRow] = []
+    for server in expected.servers:
+        for scenario in expected.scenarios:
+            rows.append(row(server, scenario, "clean", 0, None))
+    for failure in sorted(expected.known):
+        for turn in expected.known[failure].turns or [0]:
+            rows.append(row(failure.server, failure.scenario, failure.variant, turn, failure.check))
+    t = float(len(rows))
+    summary = summarize(rows)
+    only_behaviour = {"min_follow_up_speedup": False, "max_first_request_slowdown": False, "min_cache_files": False,
+                      "require_cache_reuse": False, "expectations": settings["expectations"]}  # fmt: skip
+    meta = {"status": "complete", "run_id": "p", "config": {"servers": summary.servers}}
+    results = evaluate(summary, meta, only_behaviour)
+    assert not failed(results), [r.line() for r in failed(results)]
+    server, scenario = sorted(expected.known)[0].server, sorted(expected.known)[0].scenario
+    injected = ResultRow(run_id="p", server=server, scenario=scenario, variant="stream", turn=9,
+                         request_kind="follow-up", stream=True, started_at=t + 1, total_s=1.0,
+                         checks_failed=["stream.invented_failure"])  # fmt: skip
+    results = evaluate(summarize([*rows, injected]), meta, only_behaviour)
+    assert [r.gate for r in failed(results)] == ["behaviour.new_failure", "behaviour.expected"]
+    assert failed(results)[0].value == "stream.invented_failure"
 
 
 @pytest.mark.parametrize("value", [3, ["a"]])

@@ -154,7 +154,7 @@ def test_prompt_processing_rate_from_the_log_or_from_timing(summary):
     assert first.loc["mlx-textgen", "prompt_rate"] == pytest.approx(6000 / 3.6)
     assert first.loc["mlx-textgen", "prompt_rate_source"] == "timing"
     md = comparison_table_md(summary, META)
-    assert "| Prompt processing (first request) | 600 tok/s | 600 tok/s | 1.67e+03 tok/s |" in md
+    assert "| Prompt processing (first request) | 600 tok/s | 600 tok/s | 1,667 tok/s |" in md
     assert "left out of every time, rate and ratio: legacy 4, legacy-capped 4" in md
     assert "Like-for-like: against legacy-capped" in md
 
@@ -192,3 +192,23 @@ def test_log_lines_give_cache_hits_and_prompt_rates(tmp_path: Path):
     textgen = ServerProcess(mlx_textgen_spec(), tmp_path, home=tmp_path, log_path=tmp_path / "m.log")
     line = "[INFO] x - MLX Textgen - Processed 5936 tokens in total. Total time taken: 4.274s. 1388.805 t/s.\n"
     assert textgen.answer_facts_from_log(line + line.replace("[INFO]", "[(INFO)]")) == (None, 1388.805)
+
+
+def test_the_report_lists_them_with_the_server_s_own_counters(tmp_path: Path):
+    import run_folder
+
+    from harness.presentation.report import build_report
+
+    meta = {**META, "servers": {**META["servers"]}}
+    meta["servers"]["legacy-capped"] = {
+        **META["servers"]["legacy-capped"],
+        "sessions": [{"log": "l.log", "counters": {"status": "healthy", "cache": {"hits": 4, "misses": 4}}}],
+    }
+    run_dir = run_folder.write_run(tmp_path / "run", make_rows(), meta)
+    md = build_report(run_dir)["summary_md"].read_text()
+    assert "## Answered without generation" in md
+    assert "- legacy: 4 answers" in md and "- legacy-capped's own counters report 4 response-cache hits" in md
+    assert "its own counters at the end: cache.hits=4, cache.misses=4" in md
+    assert "| Answered without generation (all scenarios) | 4 of 8 | 4 of 8 | 0 of 8 |  |  |" in md
+    assert "| mlx-textgen | speedup_follow_up vs legacy-capped (like-for-like) | 3/6 | 13.91x |" in md
+    assert "follow-ups, time to first byte" not in md  # these rows have no first-byte times
