@@ -260,9 +260,8 @@ def comparison_table_md(summary: Summary, run_meta: dict[str, Any]) -> str:
     legend = legend_text(summary, run_meta)
     if legend:
         out += ["", legend]
-    figures = figure_notes(summary)
-    if figures:
-        out += [""] + [f"{n}" for n in figures]
+    for note in figure_notes(summary):
+        out += ["", note]
     notes = comparison_notes(summary, run_meta)
     if notes:
         out += ["", "Not like-for-like:"] + [f"- {n}" for n in notes]
