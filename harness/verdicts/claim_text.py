@@ -60,7 +60,9 @@ _FOLLOW = re.compile(
 _RESTART = re.compile(r"\brestart", re.I)
 # Which figure
 _TOTAL = re.compile(r"\btotal\b|end[- ]to[- ]end|\bfull (?:request|response)\b", re.I)
-_DECODE = re.compile(r"decod|generation (?:speed|rate)|output (?:speed|rate)|throughput|tok(?:ens)?/s|tokens per", re.I)
+_DECODE = re.compile(
+    r"decod|generation (?:speed|rate)|output (?:speed|rate)|throughput|tok(?:ens)?/s|tokens per second", re.I
+)
 _PROMPT = re.compile(r"prompt[- ]processing|prefill|prompt (?:speed|rate|throughput)", re.I)
 _FILES = re.compile(r"cache[- ]files?|files?\b|on[- ]disk|disk[- ]cache|\bdisk\b|safetensors|cache size|persist", re.I)
 _CACHE = re.compile(r"\bcache|\bcaching|\bkv\b", re.I)
@@ -144,6 +146,23 @@ def sentiment(text: str) -> bool | None:
     return None
 
 
+def cache_window(text: str, window: int = 40) -> str | None:
+    """The words around the first mention of a cache that say it works or is broken; None when no
+    mention does. A long sentence about something else is not taken for a cache claim."""
+    text = plain(text)
+    for match in _CACHE.finditer(text):
+        words = text[max(0, match.start() - window) : match.end() + window]
+        if sentiment(words) is not None:
+            return words
+    return None
+
+
+def cache_sentiment(text: str) -> bool | None:
+    """Whether ``text`` says a cache works (True) or is broken (False), read near the cache's name."""
+    words = cache_window(text)
+    return None if words is None else sentiment(words)
+
+
 def classify(wording: str, has_time_figure: bool) -> Topic:
     """What a claim worded ``wording`` is about (see the module docstring); ``has_time_figure``: the
     claim gives a time or a factor of speed (``speaks_of_time``)."""
@@ -212,7 +231,7 @@ def _free_claim(source: str, number: int, form: str, text: str) -> Claim | Skipp
     """A bullet or sentence as a claim, a skipped line, or None when it is not claim-like."""
     clean = plain(text)
     figure = has_figure(clean)
-    cache_statement = bool(_CACHE.search(clean)) and sentiment(clean) is not None
+    cache_statement = cache_sentiment(clean) is not None
     # An arrow is a before/after in itself; "from X to Y" and "X vs Y" only with a figure on a side.
     arrow = len(ARROW.split(clean, maxsplit=1)) == 2
     sides = _sides(clean)
@@ -223,12 +242,14 @@ def _free_claim(source: str, number: int, form: str, text: str) -> Claim | Skipp
     factor = body if RATIO.search(body) else ""
     if sides:
         old, new = sides
-        if subject == body:  # no colon: the words before the first figure name the metric
-            subject = old
+        if subject == body:  # no colon: the words before the new value name the metric
+            subject = body[: body.rfind(new)].strip() or old
     else:
         old, new = "", body
     topic = classify(subject if subject != body else clean, speaks_of_time(clean))
-    comparison = bool(factor or sides or (topic.kind == "cache_reuse" and sentiment(body) is not None))
+    if not sides and topic.kind in ("cache_reuse", "cache_files"):
+        new = cache_window(body) or body  # what is said of the cache, not of the rest of the sentence
+    comparison = bool(factor or sides or (topic.kind == "cache_reuse" and sentiment(new) is not None))
     absolute = topic.kind not in (None, "uncertain") and figure
     if not comparison and not absolute and topic.kind != "cache_files":
         return Skipped(number, text.strip(), "a figure with no comparison in it: no factor, no before/after, "
@@ -265,6 +286,58 @@ def _tables(lines: list[str]) -> tuple[list[tuple[int, list[str], list[tuple[int
     return tables, used
 
 
+def _blocks(lines: list[str], used: set[int], skipped: list[Skipped]) -> list[tuple[list[tuple[int, int]], str, str]]:
+    """([(line number, offset in the text)], BULLET or SENTENCE, text) of each bullet item and each
+    paragraph or heading, their wrapped lines joined with spaces; code (fenced or indented) is left
+    out, a figure in it noted as skipped. HTML comments are not text."""
+    blocks: list[tuple[list[tuple[int, int]], str, str]] = []
+    fence: str | None = None
+    current: list[str] = []
+    numbers: list[int] = []
+    form = SENTENCE
+
+    def close() -> None:
+        nonlocal current, numbers
+        if current:
+            starts, at = [], 0
+            for number, piece in zip(numbers, current, strict=True):
+                starts.append((number, at))
+                at += len(piece) + 1
+            blocks.append((starts, form, " ".join(current)))
+        current, numbers = [], []
+
+    for index, raw in enumerate(lines):
+        number = index + 1
+        line = re.sub(r"<!--.*?-->", "", raw)
+        stripped = line.strip()
+        if stripped[:3] in ("```", "~~~"):
+            close()
+            fence = None if fence == stripped[:3] else (fence or stripped[:3])
+            continue
+        if index in used or not stripped:
+            close()
+            continue
+        if fence is not None or (line.startswith("    ") and not current):
+            if has_figure(stripped):
+                skipped.append(Skipped(number, stripped, "inside a code block"))
+            continue
+        if BULLET_MARK.match(line):
+            close()
+            form, current, numbers = BULLET, [BULLET_MARK.sub("", line).strip()], [number]
+        elif stripped.startswith("#"):
+            close()
+            form, current, numbers = SENTENCE, [stripped], [number]
+            close()
+        elif current and (form == SENTENCE or line.startswith("  ")):
+            current.append(stripped)  # a wrapped line of the paragraph or bullet
+            numbers.append(number)
+        else:
+            close()
+            form, current, numbers = SENTENCE, [stripped], [number]
+    close()
+    return blocks
+
+
 def parse_claims(text: str, source: str = "README") -> ClaimSet:
     """Every claim of a markdown text, and the claim-like lines skipped (see the module docstring)."""
     lines = text.splitlines()
@@ -284,29 +357,18 @@ def parse_claims(text: str, source: str = "README") -> ClaimSet:
                 skipped.append(Skipped(number, " | ".join(row), "a table row that names no metric"))
                 continue
             claims.append(Claim(source, number, TABLE, " | ".join(row), plain(row[0]), header=header, cells=row))
-    fence = None
-    for index, raw in enumerate(lines):
-        number = index + 1
-        stripped = raw.strip()
-        if stripped[:3] in ("```", "~~~"):
-            fence = None if fence == stripped[:3] else (fence or stripped[:3])
-            continue
-        if index in used or not stripped:
-            continue
-        if fence is not None or raw.startswith("    "):
-            if has_figure(stripped):
-                skipped.append(Skipped(number, stripped, "inside a code block"))
-            continue
-        if BULLET_MARK.match(raw):
-            found = _free_claim(source, number, BULLET, BULLET_MARK.sub("", raw))
-            if found is not None:
-                (claims if isinstance(found, Claim) else skipped).append(found)  # type: ignore[arg-type]
-            continue
-        body = re.sub(r"^#+\s*|^>\s*", "", stripped)
-        for sentence in SENTENCE_END.split(body):
-            found = _free_claim(source, number, SENTENCE, sentence)
-            if found is not None:
-                (claims if isinstance(found, Claim) else skipped).append(found)  # type: ignore[arg-type]
+    for starts, form, block in _blocks(lines, used, skipped):
+        text = re.sub(r"^#+\s*|^>\s*", "", block)
+        offset = len(block) - len(text)
+        for piece in SENTENCE_END.split(text):
+            at = block.index(piece, offset)
+            offset = at + len(piece)
+            number = max(line for line, start in starts if start <= at)  # the line the sentence starts on
+            found = _free_claim(source, number, form, piece)
+            if isinstance(found, Claim):
+                claims.append(found)
+            elif isinstance(found, Skipped):
+                skipped.append(found)
     claims.sort(key=lambda c: c.line)
     skipped.sort(key=lambda s: s.line)
     return ClaimSet(source, claims, skipped)

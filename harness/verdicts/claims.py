@@ -134,11 +134,16 @@ def map_columns(
     header: list[str], summary: Summary, meta: dict[str, Any], reference: str | None, server: str | None
 ) -> tuple[int, int, int | None, dict[str, str]]:
     """(old column, new column, improvement column or None, header -> server description)."""
-    improvement = next(
-        (i for i, h in enumerate(header) if i and re.search(r"improv|speed.?up|gain|change|factor|ratio", h, re.I)),
-        None,
-    )
-    server_cols = [i for i in range(1, len(header)) if i != improvement]
+    # The improvement column (the like-for-like one where a table gives both); other ratio columns
+    # are no server's.
+    ratio_cols = [
+        i
+        for i, h in enumerate(header)
+        if i and re.search(r"improv|speed.?up|gain|change|factor|ratio|like.for.like|as deployed", h, re.I)
+    ]
+    improvement = next((i for i in ratio_cols if re.search(r"like.for.like", header[i], re.I)), None)
+    improvement = improvement if improvement is not None else (ratio_cols[0] if ratio_cols else None)
+    server_cols = [i for i in range(1, len(header)) if i not in ratio_cols]
     if len(server_cols) < 2:
         raise ConfigError(
             "the claims table needs two server columns (old and new) besides Metric and "

@@ -153,3 +153,26 @@ def test_the_metric_is_read_from_the_whole_wording(wording, timed, kind):
 def test_a_first_token_is_not_a_first_request():
     claims = parse_claims("- Time to first token on follow-ups: 5 s -> 0.5 s\n").claims
     assert classify(claims[0].subject, True).kind == "speedup_follow_up_ttft"
+
+
+def test_wrapped_lines_are_one_sentence_and_comments_are_not_text():
+    text = (
+        "<!-- harness:comparison:start -->\n"
+        "Our measurements show that the follow-up requests\n"
+        "became 90x faster. The first request went from\n"
+        "~50 s to ~3 s.\n"
+        "\n"
+        "- KV cache: broken before,\n"
+        "  working now with MLX-Textgen -> ✅ working\n"
+        "\n"
+        "Each request is replayed streamed and not, one after the other, and the report says whether the server "
+        "reused its prompt cache.\n"
+    )
+    found = parse_claims(text)
+    subjects = [(c.line, c.form, classify(c.subject, True).kind) for c in found.claims]
+    assert subjects[:2] == [(2, "sentence", "speedup_follow_up"), (3, "sentence", "speedup_first")]
+    assert found.claims[1].old.endswith("~50 s") and found.claims[1].new == "~3 s."
+    assert (found.claims[2].line, found.claims[2].form) == (6, "bullet")
+    # Prose that mentions a cache says nothing of the cache's working: read near its name only.
+    last = found.claims[-1]
+    assert last.line == 9 and last.new.endswith("reused its prompt cache.") and "not" not in last.new
