@@ -4,8 +4,10 @@ Every way the harness sends a request goes through ``RequestExecutor``: a scenar
 (``runner``), N sessions at once (``concurrent``) and the warm-up after each start. It works in two
 steps because what a request leaves on disk is only known later:
 
-- ``send``: the HTTP exchange, timed (``capture.http``), its answer checked (``checks``), the row
-  built, the API key masked in it, and the A/B diff against the reference server's row filled in;
+- ``send``: the HTTP exchange, timed (``capture.http``), then ``build_row``: its answer checked
+  (``checks``), the row built, the API key masked in it, and the A/B diff against the reference
+  server's row filled in. ``build_row`` takes any captured exchange, so an exchange the harness
+  only observed becomes a row by the same code;
 - ``finish``: the cache files that appeared since the request was sent, the cache-reuse decision
   (``decide_cache_reuse``, the only place that rule lives), then the row goes to the sink
   (results.jsonl and the progress line).
@@ -30,7 +32,7 @@ from typing import Any
 import httpx
 
 from harness.capture import cachefiles
-from harness.capture.http import CapturedResponse, ReplayLimits, send
+from harness.capture.http import CapturedResponse, ReplayLimits, Timed, send
 from harness.checks import conformance
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
@@ -199,7 +201,6 @@ class RequestExecutor:
     def send(self, client: httpx.Client, request: PlannedRequest, kind: RequestKind, session: int = 0) -> ResultRow:
         """Sends ``request``, checks the answer and returns its row (cache fields not yet filled)."""
         ctx, server = self.context, self.context.server
-        spec = server.spec
         body = request.body(server.model_id or ctx.model_name)
         url = server.base_url + "/v1/chat/completions"
         ask_usage = self._ask_stream_usage(request)
@@ -213,9 +214,22 @@ class RequestExecutor:
             body.pop("stream_options")
             started_at = time.time()
             timed = send(client, url, body, ctx.limits)
-        answer = conformance.extract_answer(timed.captured)
+        row = self.build_row(request, kind, timed, started_at, session)
         if ask_usage and self.observations.stream_usage != "refused" and timed.captured.http_status == 200:
-            self.observations.stream_usage = "sent" if answer.usage else "ignored"
+            # prompt_tokens comes only from usage: whether the stream carried any
+            self.observations.stream_usage = "sent" if row.prompt_tokens is not None else "ignored"
+        return row
+
+    def build_row(
+        self, request: PlannedRequest, kind: RequestKind, timed: Timed, started_at: float, session: int = 0
+    ) -> ResultRow:
+        """The row of one captured exchange: its answer checked, tokens counted, the API key masked
+        and the A/B diff filled in (cache fields not yet filled). ``send`` calls it on the exchange
+        it made."""
+        ctx, server = self.context, self.context.server
+        spec = server.spec
+        model = server.model_id or ctx.model_name
+        answer = conformance.extract_answer(timed.captured)
         self._note_fingerprint(timed.captured)
         outcome = conformance.run_checks(timed.captured, answer, request)
         usage = answer.usage or {}
@@ -231,9 +245,9 @@ class RequestExecutor:
         error = timed.captured.transport_error
         if error is None and timed.captured.http_status not in (200, None):
             error = f"HTTP {timed.captured.http_status}"
-            if _refuses_model(timed.captured, body["model"]):
+            if _refuses_model(timed.captured, model):
                 error += (
-                    f": the server refused the model name '{body['model']}' "
+                    f": the server refused the model name '{model}' "
                     f"({timed.captured.body[:200].decode('utf-8', 'replace')}). Set request_model for "
                     f"[tool.harness.server.{spec.name}] in harness.toml to the id the server expects "
                     "(GET /v1/models lists it)."
