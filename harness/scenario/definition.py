@@ -429,7 +429,8 @@ def builtin_scenarios(directory: Path | None = None) -> dict[str, Path]:
 
 
 def resolve_scenarios(names_or_paths: list[str], directory: Path | None = None) -> list[Scenario]:
-    """Loads scenarios by built-in name or by path; an unknown name lists the known ones."""
+    """Loads scenarios by built-in name, by file path, or every ``*.yaml`` of a folder (the
+    sessions ``harness record`` or ``harness import`` wrote); an unknown name lists the known ones."""
     known = builtin_scenarios(directory)
     loaded = []
     for item in names_or_paths:
@@ -437,11 +438,23 @@ def resolve_scenarios(names_or_paths: list[str], directory: Path | None = None) 
             loaded.append(load_scenario(known[item]))
         elif Path(item).is_file():
             loaded.append(load_scenario(Path(item)))
+        elif Path(item).is_dir():
+            files = sorted(Path(item).glob("*.yaml"))
+            if not files:
+                raise ScenarioError(f"{item}: a folder with no .yaml scenario file in it. Give a scenario file or name")
+            loaded.extend(load_scenario(file) for file in files)
         else:
             raise ScenarioError(
                 f"unknown scenario '{item}'. Built-in scenarios: {', '.join(known) or 'none'}; "
-                "or give the path of a scenario YAML file."
+                "or give the path of a scenario YAML file, or of a folder of them."
             )
+    names = [scenario.name for scenario in loaded]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ScenarioError(
+            f"scenario name(s) {', '.join(repeated)} given more than once: rows are told apart by scenario "
+            "name, so each scenario may run once per run. Rename one ('name:' in its file) or drop it."
+        )
     return loaded
 
 
