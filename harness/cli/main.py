@@ -1,5 +1,6 @@
-"""The `harness` command: run a comparison, build the offline model, rebuild a report, and the
-verdict commands (gate, claims, readme). Errors are one paragraph naming the cause and the fix."""
+"""The `harness` command: run a comparison, build the offline model, rebuild a report, the verdict
+commands (gate, claims, readme) and the traffic commands (record, import). Errors are one paragraph
+naming the cause and the fix."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.cli import traffic_commands
 from harness.core.errors import HarnessError, Interrupted
 
 
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start each server in turn, replay the scenarios, write the report")
     run.add_argument("--servers", help="comma-separated server names (default: legacy,mlx-textgen)")
-    run.add_argument("--scenarios", help="comma-separated scenario names or YAML paths")
+    run.add_argument("--scenarios", help="comma-separated scenario names, YAML files, or folders of them")
     run.add_argument("--model", help="a local mlx-lm model folder (default: the built-in offline model)")
     run.add_argument("--out", help="folder for run folders (default: reports)")
     run.add_argument("--repeats", type=int, help="replay each scenario N times per server")
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     _add_verdict_commands(sub)
+    traffic_commands.register_commands(sub)
     return parser
 
 
