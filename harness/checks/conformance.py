@@ -180,7 +180,7 @@ def run_checks(resp: CapturedResponse, answer: Answer, request: PlannedRequest) 
     if resp.transport_error:
         out.fail("http.transport_error", resp.transport_error)
     if resp.http_status is not None and resp.http_status != 200:
-        out.fail("http.status", f"HTTP {resp.http_status}: {(resp.body or b'')[:80]!r}")
+        out.fail("http.status", f"HTTP {resp.http_status}: {(resp.body or b'')[:160]!r}")
         return out
     if resp.http_status is None and not resp.body:
         return out  # nothing came back: the transport error is the whole story

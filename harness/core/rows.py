@@ -76,6 +76,9 @@ class ResultRow(BaseModel):
     check_notes: list[str] = Field(default_factory=list)
     ab_diff: str | None = None
     ab_detail: str | None = None
+    # What the A/B diff compared this answer with: the reference server's name, or "recorded" (the
+    # answer recorded with a recorded request, the reference wherever there is one).
+    ab_reference: str | None = None
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
 
 

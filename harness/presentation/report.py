@@ -18,7 +18,7 @@ import pandas as pd
 from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, Summary
 from harness.core.formatting import fmt_bytes, fmt_value, improvement_text, is_nan
-from harness.presentation.sections import bound_blocks, load_blocks
+from harness.presentation.sections import bound_blocks, load_blocks, recorded_blocks
 
 MAX_ERRORS_LISTED = 20
 
@@ -540,11 +540,15 @@ def render_html(blocks: list[tuple], title: str) -> str:
 
 
 def _extra_sections(summary: Summary, run_meta: dict[str, Any], run_dir: Path) -> list[tuple]:
-    """Sections that exist only for some runs: the cache-perfect bound (bound.json, --bound) and the
-    load table (--concurrency)."""
+    """Sections that exist only for some runs: recorded sessions, the cache-perfect bound
+    (bound.json, --bound) and the load table (--concurrency)."""
     if not summary.n_rows:
         return []
-    return bound_blocks(summary, run_dir) + load_blocks(summary.frame, summary.servers, run_meta)
+    return (
+        recorded_blocks(summary, run_meta)
+        + bound_blocks(summary, run_dir)
+        + load_blocks(summary.frame, summary.servers, run_meta)
+    )
 
 
 def _with_sections(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:

@@ -5,9 +5,10 @@ Every way the harness sends a request goes through ``RequestExecutor``: a scenar
 steps because what a request leaves on disk is only known later:
 
 - ``send``: the HTTP exchange, timed (``capture.http``), then ``build_row``: its answer checked
-  (``checks``), the row built, the API key masked in it, and the A/B diff against the reference
-  server's row filled in. ``build_row`` takes any captured exchange, so an exchange the harness
-  only observed becomes a row by the same code;
+  (``checks``), the row built, the API key masked in it, and the A/B diff filled in: against the
+  answer recorded with the request where it carries one (a recorded scenario), else against the
+  reference server's row. ``build_row`` takes any captured exchange, so an exchange the harness
+  only observed (``harness record``) becomes a row by the same code;
 - ``finish``: the cache files that appeared since the request was sent, the cache-reuse decision
   (``decide_cache_reuse``, the only place that rule lives), then the row goes to the sink
   (results.jsonl and the progress line).
@@ -38,6 +39,9 @@ from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
 from harness.scenario.definition import PlannedRequest, Scenario
 from harness.server.process import ServerProcess, describe_exit
+
+# A row keeps this much of an answer's text (content_sha covers all of it).
+ROW_CONTENT_CHARS = 4000
 
 # Reusing a chat template's first few tokens is not a working prompt cache: reuse counts only when
 # at least this share of the prompt came from the cache.
@@ -143,6 +147,28 @@ class _Conversation:
     last_whole_prompt: int | None = None
 
 
+# ``ab_reference`` of a row whose A/B diff is against the answer recorded with its request.
+RECORDED = "recorded"
+
+
+def recorded_answer_row(response: dict[str, Any], like: ResultRow) -> ResultRow:
+    """The answer recorded with a request (a ``chat.completion`` object) as a row like ``like``, read
+    the way a client reads an answer, so the A/B diff compares it as it would a server's."""
+    captured = CapturedResponse(stream=False, http_status=200, body=json.dumps(response).encode())
+    answer = conformance.extract_answer(captured)
+    return like.model_copy(
+        update={
+            "server": RECORDED,
+            "http_status": 200,
+            "error": None,
+            "content": (answer.content or "")[:ROW_CONTENT_CHARS] if answer.content is not None else None,
+            "content_sha": _content_sha(answer.content),
+            "tool_calls": answer.tool_calls,
+            "finish_reason": answer.finish_reason,
+        }
+    )
+
+
 class ReferenceRows:
     """The reference server's rows, kept so that each other server's row of the same request (same
     scenario, mode, turn and session) gets an A/B diff. Safe to share between session threads."""
@@ -161,6 +187,7 @@ class ReferenceRows:
             reference = self._rows.get(key)
         if reference is not None:
             row.ab_diff, row.ab_detail = conformance.ab_compare(reference, row)
+            row.ab_reference = self.reference_server
 
 
 @dataclass(frozen=True)
@@ -225,7 +252,7 @@ class RequestExecutor:
     ) -> ResultRow:
         """The row of one captured exchange: its answer checked, tokens counted, the API key masked
         and the A/B diff filled in (cache fields not yet filled). ``send`` calls it on the exchange
-        it made."""
+        it made; the recording proxy on each exchange it passed through."""
         ctx, server = self.context, self.context.server
         spec = server.spec
         model = server.model_id or ctx.model_name
@@ -283,8 +310,8 @@ class RequestExecutor:
             tokens_source="usage" if completion is not None else ("counted" if counted is not None else None),
             decode_tok_s=decode,
             cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
-            content=(answer.content or "")[:4000] if answer.content is not None else None,
-            content_sha=hashlib.sha256((answer.content or "").encode()).hexdigest()[:16],
+            content=(answer.content or "")[:ROW_CONTENT_CHARS] if answer.content is not None else None,
+            content_sha=_content_sha(answer.content),
             tool_calls=answer.tool_calls,
             checks_failed=outcome.failed,
             check_evidence=outcome.evidence,
@@ -293,7 +320,11 @@ class RequestExecutor:
             context_tokens=ctx.scenario.context_tokens,
         )
         row = redact_row(row, spec.api_key)  # a server may echo the key back (content, error body)
-        if self.references is not None:
+        if request.recorded_response is not None:
+            recorded = recorded_answer_row(request.recorded_response, row)
+            row.ab_diff, row.ab_detail = conformance.ab_compare(recorded, row)
+            row.ab_reference = RECORDED
+        elif self.references is not None:
             self.references.compare(row)
         return row
 
@@ -424,6 +455,10 @@ def _system_fingerprint(captured: CapturedResponse) -> str | None:
         if isinstance(payload, dict) and isinstance(payload.get("system_fingerprint"), str):
             return str(payload["system_fingerprint"])
     return None
+
+
+def _content_sha(content: str | None) -> str:
+    return hashlib.sha256((content or "").encode()).hexdigest()[:16]
 
 
 def tool_choice_text(choice: str | dict[str, Any] | None) -> str | None:

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -82,6 +83,12 @@ class Runner:
                     scenario.name: model_record(group.path, group.builtin)
                     for group in self.groups
                     for scenario in group.scenarios
+                },
+                "recorded_scenarios": {
+                    scenario.name: recorded_record(scenario)
+                    for group in self.groups
+                    for scenario in group.scenarios
+                    if scenario.recorded
                 },
                 "machine": machine_info(),
                 "versions": package_versions(),
@@ -313,6 +320,17 @@ class Runner:
             client.close()
         self.writer.sync()
         return server
+
+
+def recorded_record(scenario: Scenario) -> dict[str, Any]:
+    """run.json's entry for a recorded scenario: where it came from and, per turn, its notes."""
+    return {
+        "source": scenario.source,
+        "turns": [
+            {"turn": index, "notes": list(turn.notes), "recorded_answer": turn.response is not None}
+            for index, turn in enumerate(scenario.turns)
+        ],
+    }
 
 
 def run(

@@ -58,6 +58,7 @@ ROW_COLUMNS = [
     "check_notes",
     "ab_diff",
     "ab_detail",
+    "ab_reference",
     "stop_cause",
 ]
 # summary.csv: one row per (scenario, server, metric), then the ratio rows against the reference.
@@ -232,6 +233,7 @@ def test_every_field_survives_results_jsonl(tmp_path):
         check_notes=["note"],
         ab_diff="different",
         ab_detail="text differs",
+        ab_reference="legacy",
         stop_cause="stalled",
     )
     left_at_default = [
