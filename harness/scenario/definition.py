@@ -552,21 +552,37 @@ def _recorded_request(
     scenario: Scenario, turn: Turn, index: int, stream: bool | None, tool_choice: str | None
 ) -> PlannedRequest:
     """A recorded request, replayed as recorded; a mode's ``stream`` / ``tool_choice`` still apply."""
-    raw = turn.request or {}
-    params = {key: value for key, value in raw.items() if key not in _BODY_FIELDS}
+    planned = recorded_request(scenario.name, index, turn.request or {}, turn.response, stream, tool_choice)
+    planned.expect = turn.expect
+    planned.restart_after = turn.restart_after
+    planned.side = turn.side
+    return planned
+
+
+def recorded_request(
+    scenario: str,
+    turn: int,
+    body: dict[str, Any],
+    response: dict[str, Any] | None = None,
+    stream: bool | None = None,
+    tool_choice: str | None = None,
+) -> PlannedRequest:
+    """The PlannedRequest of a whole chat-completions ``body``, sent as it is (see ``body``); also how
+    the recording proxy describes a request it passed through, so the checks see it the same way."""
+    params = {key: value for key, value in body.items() if key not in _BODY_FIELDS}
+    messages = body.get("messages")
+    tools = body.get("tools")
     return PlannedRequest(
-        scenario=scenario.name,
-        turn=index,
-        messages=raw["messages"],
-        tools=raw.get("tools") or [],
+        scenario=scenario,
+        turn=turn,
+        messages=messages if isinstance(messages, list) else [],
+        tools=tools if isinstance(tools, list) else [],
         params=params,
-        stream=stream if stream is not None else bool(raw.get("stream", False)),
-        tool_choice=tool_choice or raw.get("tool_choice"),
-        expect=turn.expect,
-        restart_after=turn.restart_after,
-        side=turn.side,
-        raw=raw,
-        recorded_response=turn.response,
+        stream=stream if stream is not None else bool(body.get("stream", False)),
+        tool_choice=tool_choice or body.get("tool_choice"),
+        expect=None,
+        raw=body,
+        recorded_response=response,
     )
 
 

@@ -189,9 +189,12 @@ def split_sessions(exchanges: list[RecordedExchange]) -> list[list[RecordedExcha
     return [session.exchanges for session in splitter.sessions]
 
 
-def session_names(base: str, count: int) -> list[str]:
-    """``base`` for a single session, else ``base-1`` ... ``base-N``."""
-    return [base] if count == 1 else [f"{base}-{n}" for n in range(1, count + 1)]
+def session_names(base: str, count: int, numbered: bool = False) -> list[str]:
+    """``base`` for a single session, else ``base-1`` ... ``base-N``; always numbered when
+    ``numbered`` (a recording names its sessions as they begin, before it knows how many)."""
+    if count == 1 and not numbered:
+        return [base]
+    return [f"{base}-{n}" for n in range(1, count + 1)]
 
 
 def scenario_data(name: str, exchanges: list[RecordedExchange], description: str) -> dict[str, Any]:
@@ -239,11 +242,11 @@ class WrittenScenario:
 
 
 def write_sessions(
-    sessions: list[list[RecordedExchange]], out_dir: Path, base: str, description: str
+    sessions: list[list[RecordedExchange]], out_dir: Path, base: str, description: str, numbered: bool = False
 ) -> list[WrittenScenario]:
     """One scenario file per session in ``out_dir``, named by ``session_names``."""
     written = []
-    for name, exchanges in zip(session_names(base, len(sessions)), sessions, strict=True):
+    for name, exchanges in zip(session_names(base, len(sessions), numbered), sessions, strict=True):
         path = write_scenario(Path(out_dir) / f"{name}.yaml", scenario_data(name, exchanges, description))
         written.append(WrittenScenario(path, name, exchanges))
     return written
