@@ -54,7 +54,9 @@ def _interrupted(signum: int, _frame: Any) -> None:
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio switches Nagle's algorithm off (TCP_NODELAY) only on sockets
+    # that say so, and without it every answer would wait ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -126,6 +128,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"proxy listening on {listen}: point your client's base URL at {listen}/v1 (upstream {upstream})", flush=True)
     print("Ctrl-C stops the recording and writes the sessions", flush=True)
     previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # The recorder's thread turns each finished exchange into its row while the proxy serves the
+    # next request; a short switch interval lets the proxy's event loop take the GIL back within
+    # 0.2 ms of a byte arriving, instead of the default 5 ms.
+    sys.setswitchinterval(0.0002)
     exit_code = 0
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -35,8 +35,7 @@ from harness.models.tokens import TokenCounter
 from harness.record.proxy import Exchange
 from harness.run.meta import RunMeta, machine_info, package_versions
 from harness.run.request import RequestContext, RequestExecutor, redact_row
-from harness.run.runner import recorded_record
-from harness.scenario.definition import RequestKinds, Scenario, load_scenario, recorded_request
+from harness.scenario.definition import RequestKinds, Scenario, recorded_request
 from harness.scenario.recorded import (
     RecordedExchange,
     SessionSplitter,
@@ -267,8 +266,16 @@ class Recorder:
         )
         self.writer.close()
         self.journal.close()
+        # The same entry a replay of these files puts into its run.json (``recorded_record``).
         self.meta.data["recorded_scenarios"] = {
-            scenario.name: recorded_record(load_scenario(scenario.path)) for scenario in written
+            scenario.name: {
+                "source": str(scenario.path),
+                "turns": [
+                    {"turn": index, "notes": list(exchange.notes), "recorded_answer": exchange.response is not None}
+                    for index, exchange in enumerate(scenario.exchanges)
+                ],
+            }
+            for scenario in written
         }
         self.meta.data["notes"].extend(self.skipped)
         self.meta.data["status"] = status
