@@ -38,6 +38,8 @@ def turn_outcome(row: Any) -> str:
         text = "fails " + ", ".join(failed) + (f" ({first})" if first else "")
     else:
         text = "ok"
+    if evidence.get("server.log"):
+        text += f"; the server logged: {evidence['server.log']}"
     if _present(row["total_s"]):
         text = f"{fmt_value(row['total_s'])}: {text}"
     if row.get("ab_reference") == "recorded" and _present(row["ab_diff"]):

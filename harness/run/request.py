@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -145,6 +146,23 @@ class _Conversation:
     first_seconds: float | None = None
     first_prompt_tokens: int | None = None
     last_whole_prompt: int | None = None
+
+
+# The evidence key of the server's own log line about a failed request (not a check of its own).
+SERVER_LOG_EVIDENCE = "server.log"
+_LOG_ERROR = re.compile(r"\bERROR\b|\bError\b|Exception|Traceback")
+_LOG_EVIDENCE_CHARS = 200
+
+
+def server_log_error(log_text: str) -> str | None:
+    """The first error a server logged for a request, with the line after it (where loggers put
+    the message of a validation error or the cause of a traceback), on one line; None if none."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if _LOG_ERROR.search(line):
+            text = " | ".join(lines[index : index + 2])
+            return text if len(text) <= _LOG_EVIDENCE_CHARS else text[: _LOG_EVIDENCE_CHARS - 3] + "..."
+    return None
 
 
 # ``ab_reference`` of a row whose A/B diff is against the answer recorded with its request.
@@ -343,6 +361,11 @@ class RequestExecutor:
         row.cache_bytes_new = delta.new_bytes
         row.cache_bytes_total = delta.total_bytes
         row.cache_files = [os.path.relpath(path, self.context.run_dir) for path in delta.new_files]
+        if log_text and (row.error or row.http_status not in (200, None)):
+            # A server that fails mid-stream has already sent "200 OK": its log says why.
+            logged = server_log_error(log_text)
+            if logged:
+                row.check_evidence[SERVER_LOG_EVIDENCE] = self.server.redact(logged)
         log_reused, log_tokens = self.server.cache_reuse_from_log(log_text) if log_text else (None, None)
         conversation = self._conversations.setdefault(row.session, _Conversation())
         reused_tokens = row.cached_tokens if row.cached_tokens is not None else log_tokens

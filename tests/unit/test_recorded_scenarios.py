@@ -185,3 +185,19 @@ def test_the_report_shows_each_recorded_turn_per_server(tmp_path):
     assert "0.5 s: ok; vs the recorded answer: identical" in section
     assert "- a thinking block left out (2 of 2)" in section
     assert "Recorded sessions" in (run_dir / "report.html").read_text()
+
+
+def test_the_server_log_line_of_a_failed_request_is_kept():
+    from harness.run.request import server_log_error
+
+    log = (
+        "INFO: 127.0.0.1 POST /v1/chat/completions 200\n"
+        "[ERROR] 2026-11-29 22:50:08 - MLX Textgen - 1 validation error for ChatMessage\n"
+        "  Value error, Cannot have both tool_calls and content.\n"
+        "Traceback (most recent call last):\n"
+    )
+    assert server_log_error(log) == (
+        "[ERROR] 2026-11-29 22:50:08 - MLX Textgen - 1 validation error for ChatMessage | "
+        "Value error, Cannot have both tool_calls and content."
+    )
+    assert server_log_error("INFO: all fine\n") is None
