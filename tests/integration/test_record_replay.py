@@ -151,16 +151,30 @@ def test_the_observed_rows_and_no_secret_anywhere(recording):
 
 @pytest.fixture(scope="module")
 def replay(legacy, recording, tmp_path_factory):
-    """One run: the recorded session and the imported fixture on legacy and MLX-Textgen."""
+    """The recorded session on legacy (the recorded server, by its address) and MLX-Textgen."""
     _code, _output, run_dir, _calls = recording
-    imported = tmp_path_factory.mktemp("imported")
-    write_imported(read_traffic([FIXTURE]).exchanges, imported, "coding-session", "the trace fixture")
     config = RunConfig(
         servers=["legacy", "mlx-textgen"],
-        scenarios=[str(run_dir / "scenarios"), str(imported / "coding-session.yaml")],
+        scenarios=[str(run_dir / "scenarios")],
         model=str(tool_model_path("tools-hermes")),
         out=str(tmp_path_factory.mktemp("replay")),
         server={"legacy": ServerOverride(quirks=LEGACY_QUIRKS, base_url=legacy.base_url)},
+    )
+    replay_dir = Runner(config).run()
+    return replay_dir, read_rows(replay_dir)
+
+
+@pytest.fixture(scope="module")
+def imported_replay(tmp_path_factory):
+    """The trace fixture, imported, on MLX-Textgen (the README has the run on both servers)."""
+    imported = tmp_path_factory.mktemp("imported")
+    write_imported(read_traffic([FIXTURE]).exchanges, imported, "coding-session", "the trace fixture")
+    config = RunConfig(
+        servers=["mlx-textgen"],
+        reference="mlx-textgen",
+        scenarios=[str(imported / "coding-session.yaml")],
+        model=str(tool_model_path("tools-hermes")),
+        out=str(tmp_path_factory.mktemp("imported-replay")),
     )
     replay_dir = Runner(config).run()
     return replay_dir, read_rows(replay_dir)
@@ -170,8 +184,12 @@ def _rows(rows, server, scenario):
     return sorted((r for r in rows if r.server == server and r.scenario == scenario), key=lambda r: r.turn)
 
 
+def _recorded_section(run_dir: Path) -> str:
+    return build_report(run_dir)["summary_md"].read_text().split("## Recorded sessions", 1)[1]
+
+
 def test_the_recorded_session_replays_exactly_on_both_servers(replay):
-    _replay_dir, rows = replay
+    replay_dir, rows = replay
     legacy, textgen = _rows(rows, "legacy", "agent-1"), _rows(rows, "mlx-textgen", "agent-1")
     assert [r.request_kind for r in legacy] == [r.request_kind for r in textgen] == ["first", "follow-up", "follow-up"]
     assert {r.variant for r in legacy + textgen} == {"as-recorded"}
@@ -183,24 +201,28 @@ def test_the_recorded_session_replays_exactly_on_both_servers(replay):
     assert all(r.ab_reference == "recorded" and r.ab_diff for r in textgen)
     # MLX-Textgen's turns each end as a row: an answer checked, or an error with its evidence.
     for row in textgen:
-        assert row.http_status == 200 or "http.status" in row.check_evidence, row
+        assert not row.error or {"http.status", "server.log"} & set(row.check_evidence), row
+    section = _recorded_section(replay_dir)
+    assert "### agent-1 (3 requests" in section and "| Turn | Kind | legacy | mlx-textgen |" in section
 
 
-def test_the_imported_fixture_replays_and_the_report_says_which_turns_failed(replay):
-    replay_dir, rows = replay
-    for server in ("legacy", "mlx-textgen"):
-        imported = _rows(rows, server, "coding-session")
-        assert [r.turn for r in imported] == [0, 1, 2, 3], imported
-        assert [r.request_kind for r in imported] == ["first", "follow-up", "follow-up", "follow-up"]
-        # The first two turns carry Claude's recorded answer, the last two none (request-only, HTTP 529).
-        assert [r.ab_reference for r in imported[:2]] == ["recorded", "recorded"]
-    meta = json.loads((replay_dir / "run.json").read_text())
-    assert set(meta["recorded_scenarios"]) == {"agent-1", "coding-session"}
-    markdown = build_report(replay_dir)["summary_md"].read_text()
-    section = markdown.split("## Recorded sessions", 1)[1]
-    assert "### agent-1 (3 requests" in section and "### coding-session (4 requests" in section
-    assert "| Turn | Kind | legacy | mlx-textgen |" in section
+def test_the_imported_fixture_replays_and_the_report_says_which_turns_failed(imported_replay):
+    replay_dir, rows = imported_replay
+    turns = _rows(rows, "mlx-textgen", "coding-session")
+    assert [(r.turn, r.request_kind) for r in turns] == [
+        (0, "first"),
+        (1, "follow-up"),
+        (2, "follow-up"),
+        (3, "follow-up"),
+    ]
+    # The first two turns carry Claude's recorded answer, the last two none (request-only, HTTP 529).
+    assert [r.ab_reference for r in turns] == ["recorded", "recorded", None, None]
+    assert turns[0].http_status == 200 and not turns[0].error
+    # Every later request has the first assistant turn (text and a tool call in one message) in
+    # its history, which MLX-Textgen 0.2.1 refuses after it has answered 200.
+    for row in turns[1:]:
+        assert row.error and "Cannot have both tool_calls and content" in row.check_evidence["server.log"], row
+    section = _recorded_section(replay_dir)
+    assert "### coding-session (4 requests" in section and "| Turn | Kind | mlx-textgen |" in section
     assert "an image in a tool result cannot be carried" in section
-    for row in rows:  # why a turn failed: the HTTP status and body, or the transport error
-        if row.error:
-            assert row.check_evidence.get("http.status", row.error) in section
+    assert section.count("Cannot have both tool_calls and content") == 3
