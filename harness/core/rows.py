@@ -42,6 +42,8 @@ class ResultRow(BaseModel):
     model: str | None = None
     tool_choice: str | None = None
     turn: int
+    # The turn's label in the scenario (e.g. the request shape it sends), if it has one.
+    turn_name: str | None = None
     request_kind: RequestKind
     stream: bool
     started_at: float

@@ -315,6 +315,7 @@ class RequestExecutor:
             model=ctx.model_name,
             tool_choice=tool_choice_text(request.tool_choice),
             turn=request.turn,
+            turn_name=request.name,
             request_kind=kind,
             stream=request.stream,
             started_at=started_at,

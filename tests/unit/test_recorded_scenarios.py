@@ -7,7 +7,14 @@ import textwrap
 import pytest
 
 from harness.run.request import tool_choice_text
-from harness.scenario.definition import RequestKinds, ScenarioError, Variant, load_scenario, plan_requests
+from harness.scenario.definition import (
+    RequestKinds,
+    ScenarioError,
+    Variant,
+    load_scenario,
+    plan_requests,
+    resolve_scenarios,
+)
 
 RECORDED = """
 name: recorded
@@ -201,3 +208,34 @@ def test_the_server_log_line_of_a_failed_request_is_kept():
         "Value error, Cannot have both tool_calls and content."
     )
     assert server_log_error("INFO: all fine\n") is None
+
+
+def test_a_mode_that_turns_streaming_off_drops_stream_options(tmp_path):
+    scenario = load_scenario(_write(tmp_path, RECORDED))
+    no_stream = plan_requests(scenario, stream=False)[0].body("m")
+    assert no_stream["stream"] is False and "stream_options" not in no_stream
+    assert plan_requests(scenario, stream=True)[0].body("m")["stream_options"] == {"include_usage": True}
+
+
+FAMILY = """
+name: {name}
+family: shapes
+unsupported_ok: true
+turns:
+  - name: first-shape
+    request: {{messages: [{{role: user, content: hi}}]}}
+    expect: {{content: true}}
+"""
+
+
+def test_a_family_name_selects_every_scenario_of_the_family(tmp_path):
+    for name in ("shapes-b", "shapes-a"):
+        (tmp_path / f"{name}.yaml").write_text(FAMILY.format(name=name))
+    (tmp_path / "other.yaml").write_text("name: other\nturns:\n  - user: hi\n")
+    found = resolve_scenarios(["shapes"], tmp_path)
+    assert [scenario.name for scenario in found] == ["shapes-a", "shapes-b"]
+    assert [scenario.name for scenario in resolve_scenarios(["shapes-b"], tmp_path)] == ["shapes-b"]
+    request = plan_requests(found[0])[0]
+    assert request.name == "first-shape" and request.unsupported_ok is True and request.expect.content is True
+    with pytest.raises(ScenarioError, match="families: shapes"):
+        resolve_scenarios(["nothing"], tmp_path)
