@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.checks.exchange import REJECTED
 from harness.core.rows import ResultRow, rows_frame
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -147,10 +148,13 @@ def _present(value: Any) -> bool:
 
 
 def row_failures(row: Any) -> list[str]:
-    """The checks a row failed, with an error or a harness cut-off as pseudo-checks."""
+    """The checks a row failed, with an error or a harness cut-off as pseudo-checks. A clear 4xx
+    that the scenario accepts (``unsupported_ok``) is an answer, not a failure."""
     checks = row["checks_failed"]
     failed = list(checks) if isinstance(checks, (list, tuple)) else []
-    if _present(row["error"]):
+    notes = row["check_notes"]
+    rejected = isinstance(notes, (list, tuple)) and REJECTED in notes
+    if _present(row["error"]) and not rejected:
         failed.insert(0, "request.error")
     cause = row["stop_cause"]
     if _present(cause) and f"stop.{cause}" not in failed:
@@ -385,6 +389,10 @@ CALL_LEVEL_CHECKS = {
     "tool.repeated_call",
     "tool.id_missing",
     "tool.id_duplicate",
+    "tool.id_reused_from_history",
+    "tool.stream_arguments_differ",
+    "stream.tool_name_not_once",
+    "stream.tool_index_reused",
 }
 
 
