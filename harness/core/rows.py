@@ -82,6 +82,9 @@ class ResultRow(BaseModel):
     # answer recorded with a recorded request, the reference wherever there is one).
     ab_reference: str | None = None
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+    # The folder under the run folder (e.g. "captures/0007-legacy-...") that keeps this request's
+    # exact body, the raw answer and a curl line replaying it; set for requests that failed a check.
+    capture: str | None = None
 
 
 class ResultWriter:

@@ -5,10 +5,12 @@ Every way the harness sends a request goes through ``RequestExecutor``: a scenar
 steps because what a request leaves on disk is only known later:
 
 - ``send``: the HTTP exchange, timed (``capture.http``), then ``build_row``: its answer checked
-  (``checks``), the row built, the API key masked in it, and the A/B diff filled in: against the
-  answer recorded with the request where it carries one (a recorded scenario), else against the
-  reference server's row. ``build_row`` takes any captured exchange, so an exchange the harness
-  only observed (``harness record``) becomes a row by the same code;
+  (``checks``), the row built, the streamed / non-streamed pair check (``run.pairs``), the API key
+  masked in it, the A/B diff filled in (against the answer recorded with the request where it
+  carries one, else against the reference server's row), and, for a failing request, its capture
+  (``run.captures``: exact request, raw answer, a curl line) written under the run folder.
+  ``build_row`` takes any captured exchange, so an exchange the harness only observed
+  (``harness record``) becomes a row by the same code;
 - ``finish``: the cache files that appeared since the request was sent, the cache-reuse decision
   (``decide_cache_reuse``, the only place that rule lives), then the row goes to the sink
   (results.jsonl and the progress line).
@@ -38,6 +40,8 @@ from harness.capture.http import CapturedResponse, ReplayLimits, Timed, send
 from harness.checks import conformance
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
+from harness.run.captures import needs_capture, write_capture
+from harness.run.pairs import StreamPairs
 from harness.scenario.definition import PlannedRequest, Scenario
 from harness.server.process import ServerProcess, describe_exit
 
@@ -232,12 +236,14 @@ class RequestExecutor:
         sink: Callable[[ResultRow], None],
         references: ReferenceRows | None = None,
         observations: ServerObservations | None = None,
+        pairs: StreamPairs | None = None,
     ) -> None:
         self.context = context
         self.sink = sink
         self.references = references
         self.observations = observations or ServerObservations()
         self._conversations: dict[int, _Conversation] = {}
+        self.pairs = pairs
 
     @property
     def server(self) -> ServerProcess:
@@ -259,14 +265,21 @@ class RequestExecutor:
             body.pop("stream_options")
             started_at = time.time()
             timed = send(client, url, body, ctx.limits)
-        row = self.build_row(request, kind, timed, started_at, session)
+        row = self.build_row(request, kind, timed, started_at, session, body=body, url=url)
         if ask_usage and self.observations.stream_usage != "refused" and timed.captured.http_status == 200:
             # prompt_tokens comes only from usage: whether the stream carried any
             self.observations.stream_usage = "sent" if row.prompt_tokens is not None else "ignored"
         return row
 
     def build_row(
-        self, request: PlannedRequest, kind: RequestKind, timed: Timed, started_at: float, session: int = 0
+        self,
+        request: PlannedRequest,
+        kind: RequestKind,
+        timed: Timed,
+        started_at: float,
+        session: int = 0,
+        body: dict[str, Any] | None = None,
+        url: str | None = None,
     ) -> ResultRow:
         """The row of one captured exchange: its answer checked, tokens counted, the API key masked
         and the A/B diff filled in (cache fields not yet filled). ``send`` calls it on the exchange
@@ -274,6 +287,8 @@ class RequestExecutor:
         ctx, server = self.context, self.context.server
         spec = server.spec
         model = server.model_id or ctx.model_name
+        body = body if body is not None else request.body(model)  # as sent: the pair key, the capture
+        url = url or server.base_url + "/v1/chat/completions"
         answer = conformance.extract_answer(timed.captured)
         self._note_fingerprint(timed.captured)
         outcome = conformance.run_checks(timed.captured, answer, request)
@@ -338,6 +353,8 @@ class RequestExecutor:
             stop_cause=timed.captured.stop_cause,
             context_tokens=ctx.scenario.context_tokens,
         )
+        if self.pairs is not None:
+            self.pairs.check(row, body)
         row = redact_row(row, spec.api_key)  # a server may echo the key back (content, error body)
         if request.recorded_response is not None:
             recorded = recorded_answer_row(request.recorded_response, row)
@@ -345,6 +362,8 @@ class RequestExecutor:
             row.ab_reference = RECORDED
         elif self.references is not None:
             self.references.compare(row)
+        if needs_capture(row):
+            row.capture = write_capture(ctx.run_dir, row, timed.captured, url, spec.api_key)
         return row
 
     def finish(

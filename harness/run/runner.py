@@ -25,6 +25,7 @@ from harness.run import bound, concurrent
 from harness.run.config import RunConfig
 from harness.run.meta import RunMeta, machine_info, model_record, new_run_id, package_versions, prepare_run_dir
 from harness.run.model_groups import ModelGroup, ensure_models, group_by_model
+from harness.run.pairs import StreamPairs
 from harness.run.request import ReferenceRows, RequestContext, RequestExecutor, ServerObservations, redact_row
 from harness.scenario.context_size import scale_groups
 from harness.scenario.definition import RequestKinds, Scenario, Variant, plan_requests, resolve_scenarios
@@ -62,6 +63,7 @@ class Runner:
         self.references = ReferenceRows(config.reference)
         # What each server showed about itself (stream usage, prompt_tokens convention, fingerprints).
         self.observations: dict[str, ServerObservations] = {}
+        self.pairs = StreamPairs()  # streamed and non-streamed answers to the same request
         self.writer: ResultWriter | None = None
         self.meta: RunMeta | None = None
         self.request_serial = 0  # numbers every planned request of the run (cache-bust lines)
@@ -147,7 +149,7 @@ class Runner:
             limits=self.limits,
         )
         observations = self.observations.setdefault(server.spec.name, ServerObservations())
-        return RequestExecutor(context, self.write_row, self.references, observations)
+        return RequestExecutor(context, self.write_row, self.references, observations, self.pairs)
 
     # -- one server on one model -----------------------------------------------------------
     def _new_server(self, spec: ServerSpec, group: ModelGroup, home: Path, tag: str) -> ServerProcess:

@@ -61,6 +61,7 @@ ROW_COLUMNS = [
     "ab_detail",
     "ab_reference",
     "stop_cause",
+    "capture",
 ]
 # summary.csv: one row per (scenario, server, metric), then the ratio rows against the reference.
 SUMMARY_CSV_COLUMNS = [
@@ -237,6 +238,7 @@ def test_every_field_survives_results_jsonl(tmp_path):
         ab_detail="text differs",
         ab_reference="legacy",
         stop_cause="stalled",
+        capture="captures/0001-s-sc-no-stream-t3",
     )
     left_at_default = [
         name
