@@ -1,14 +1,13 @@
 """The report of one run folder: summary.md, summary.csv, the plots and a self-contained report.html,
 built only from ``results.jsonl`` and ``run.json``.
 
-The document is assembled once as a list of blocks (headings, paragraphs, lists, tables, images) and
-rendered twice, to markdown and to HTML, so the two never disagree.
+The document is assembled once as a list of blocks (headings, paragraphs, lists, tables, images,
+failing rows a reader opens, catalogue entries) and rendered twice by ``harness.presentation.render``,
+to markdown and to HTML, so the two never disagree.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import pandas as pd
 from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, Summary
 from harness.core.formatting import fmt_bytes, fmt_value, improvement_text, is_nan
+from harness.presentation.evidence import evidence_blocks, linked, named_checks, shapes_frame
+from harness.presentation.render import md_table, render_html, render_markdown
 from harness.presentation.sections import bound_blocks, load_blocks, recorded_blocks
 
 MAX_ERRORS_LISTED = 20
@@ -229,21 +230,12 @@ def _identity_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    def cell(v: Any) -> str:
-        return ("" if v is None or is_nan(v) else str(v)).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def comparison_table_md(summary: Summary, run_meta: dict[str, Any]) -> str:
     """The archive README's table plus its model/machine/date line and like-for-like notes. A pure
     function of (summary, run_meta) so the README table can be regenerated from any run."""
     if not summary.servers:
         return "_No requests were recorded in this run._"
-    out = [_md_table(comparison_frame(summary, run_meta)), "", _meta_line(summary, run_meta)]
+    out = [md_table(comparison_frame(summary, run_meta)), "", _meta_line(summary, run_meta)]
     notes = comparison_notes(summary, run_meta)
     if notes:
         out += ["", "Not like-for-like:"] + [f"- {n}" for n in notes]
@@ -458,8 +450,19 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
         ("ul", _verdict_lines(summary) or ["Only one server ran."]),
         ("h2", "Behaviour"),
         ("table", _behaviour_frame(summary)),
-        ("h2", "Latency per scenario"),
     ]
+    shapes = shapes_frame(summary)
+    if not shapes.empty:
+        blocks += [
+            ("h3", "Request shapes"),
+            (
+                "p",
+                "Each named turn (a request shape) on each server, in every mode: PASS, a clear refusal, or "
+                "the status and the first checks it fails. The failing requests below show the evidence.",
+            ),
+            ("table", shapes),
+        ]
+    blocks += [("h2", "Latency per scenario")]
     for scenario in summary.scenarios:
         blocks += [("h3", scenario), ("table", _scenario_frame(summary, scenario))]
     blocks += [
@@ -476,67 +479,6 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
         blocks += [("img", path) for path in images.values()]
     blocks += [("h2", "Run details"), ("ul", _details(summary, run_meta))]
     return blocks
-
-
-def render_markdown(blocks: list[tuple]) -> str:
-    out = []
-    for kind, payload in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + payload)
-        elif kind == "p":
-            out.append(payload)
-        elif kind == "ul":
-            out.append("\n".join(i if i.startswith("  - ") else f"- {i}" for i in payload))
-        elif kind == "table":
-            out.append(_md_table(payload) if not payload.empty else "_none_")
-        elif kind == "img":
-            out.append(f"![{payload.stem}]({payload.name})")
-    return "\n\n".join(out) + "\n"
-
-
-def _inline_html(text: str) -> str:
-    text = html.escape(str(text))
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-th{background:#f2f2f2}img{max-width:100%;display:block;margin:1rem 0}code{background:#f4f4f4;padding:0 .2rem}"""
-
-
-def render_html(blocks: list[tuple], title: str) -> str:
-    """One self-contained page: images are embedded as base64 data URIs."""
-    body = []
-    for kind, payload in blocks:
-        if kind in ("h1", "h2", "h3", "p"):
-            body.append(f"<{kind}>{_inline_html(payload)}</{kind}>")
-        elif kind == "ul":
-            # "  - " items belong under the item before them, as in the markdown.
-            items: list[str] = []
-            for i in payload:
-                if i.startswith("  - ") and items:
-                    items[-1] += f"<ul><li>{_inline_html(i[4:])}</li></ul>"
-                else:
-                    items.append(_inline_html(i))
-            body.append("<ul>" + "".join(f"<li>{i}</li>" for i in items).replace("</ul><ul>", "") + "</ul>")
-        elif kind == "table":
-            if payload.empty:
-                body.append("<p><em>none</em></p>")
-                continue
-            head = "".join(f"<th>{_inline_html(c)}</th>" for c in payload.columns)
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{_inline_html('' if is_nan(v) else v)}</td>" for v in row) + "</tr>"
-                for row in payload.itertuples(index=False)
-            )
-            body.append(f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
-        elif kind == "img":
-            data = base64.b64encode(Path(payload).read_bytes()).decode("ascii")
-            body.append(f'<img alt="{html.escape(payload.stem)}" src="data:image/png;base64,{data}">')
-    return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
 
 
 def _extra_sections(summary: Summary, run_meta: dict[str, Any], run_dir: Path) -> list[tuple]:
@@ -560,6 +502,12 @@ def _with_sections(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:
     return blocks[:at] + extra + blocks[at:]
 
 
+def _before_details(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:
+    """``extra`` inserted before the run details (the last section)."""
+    at = next((i for i, b in enumerate(blocks) if b == ("h2", "Run details")), len(blocks))
+    return blocks[:at] + extra + blocks[at:]
+
+
 def build_report(run_dir: Path, *, reference: str | None = None, headline: str | None = None) -> dict[str, Path]:
     """Writes summary.md, summary.csv, the plots and report.html into ``run_dir``; returns them by
     name ("summary_md", "summary_csv", plot stems, "report_html")."""
@@ -570,6 +518,8 @@ def build_report(run_dir: Path, *, reference: str | None = None, headline: str |
     images = write_plots(summary, run_dir, (run_meta.get("model") or {}).get("name")) if summary.n_rows else {}
     blocks = report_blocks(summary, run_meta, images)
     blocks = _with_sections(blocks, _extra_sections(summary, run_meta, run_dir))
+    blocks = _before_details(blocks, evidence_blocks(summary, run_dir))
+    blocks = linked(blocks, named_checks(summary))
     out = {
         "summary_md": run_dir / "summary.md",
         "summary_csv": summary.write_csv(run_dir / "summary.csv"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.capture.http import CapturedResponse
@@ -100,15 +101,18 @@ def write_capture(run_dir: Path, row: ResultRow, captured: CapturedResponse, url
     return folder
 
 
-def read_capture(run_dir: Path, folder: str) -> dict[str, bytes | str] | None:
-    """The files of a capture (request and response as bytes, the curl line), or None if missing."""
+@dataclass(frozen=True)
+class Capture:
+    request: bytes
+    response: bytes
+    curl: str
+
+
+def read_capture(run_dir: Path, folder: str) -> Capture | None:
+    """The request and response bytes and the curl line of a capture, or None if it is missing."""
     path = Path(run_dir) / folder
     try:
         curl = (path / CURL_FILE).read_text(encoding="utf-8").strip().splitlines()[-1]
-        return {
-            "request": (path / REQUEST_FILE).read_bytes(),
-            "response": (path / RESPONSE_FILE).read_bytes(),
-            "curl": curl,
-        }
+        return Capture((path / REQUEST_FILE).read_bytes(), (path / RESPONSE_FILE).read_bytes(), curl)
     except (OSError, IndexError):
         return None

@@ -126,11 +126,11 @@ def test_a_capture_replays_the_exact_bytes_and_never_holds_the_key(tmp_path):
     assert row.checks_failed == ["http.server_error_on_valid_request"] and row.capture
     capture = read_capture(tmp_path, row.capture)
     assert capture is not None
-    assert capture["request"] == seen[0]  # byte for byte what the server got
-    assert capture["response"] == b'{"detail": "internal error, key ***"}'
+    assert capture.request == seen[0]  # byte for byte what the server got
+    assert capture.response == b'{"detail": "internal error, key ***"}'
     files = b"".join(path.read_bytes() for path in (tmp_path / row.capture).iterdir())
     assert KEY.encode() not in files
-    curl = str(capture["curl"])
+    curl = capture.curl
     words = shlex.split(curl)
     assert words[0] == "curl" and "--data-binary" in words and words[-1] == f"@{row.capture}/request.json"
     assert "${HARNESS_BASE_URL:-http://fake:9}/v1/chat/completions" in curl

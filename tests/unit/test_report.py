@@ -186,9 +186,11 @@ def test_build_report_writes_everything(tmp_path):
     assert "Status:" not in md  # a complete run has no warning at the top
     assert "| Metric | legacy | mlx-textgen | Improvement |" in md
     assert "**mlx-textgen: NOT a drop-in replacement for legacy**" in md
-    assert "tools [stream] turn 1: `tool.calls_missing`" in md
+    # Check names link to their entries, which the report carries (it opens offline).
+    assert "tools [stream] turn 1: [`tool.calls_missing`](#tool.calls_missing)" in md
+    assert '<a id="tool.calls_missing"></a>' in md
     # The error (turn 0 of repeat 1) comes before the lost tool call (turn 1) in turn order.
-    assert "| tools | stream | PASS | FAIL (request.error @ turn 0) |" in md
+    assert "| tools | stream | PASS | FAIL ([request.error](#request.error) @ turn 0) |" in md
     assert "ReadTimeout: no answer in 60 s" in md
     assert "mlx_textgen 0.2.1" in md and "![latency_per_turn](latency_per_turn.png)" in md
 
