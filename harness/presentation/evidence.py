@@ -72,40 +72,81 @@ def _mode(variant: str) -> str:
     return variant.replace("tool_choice=", "") or "default"
 
 
-def row_cell(row: Any) -> str:
-    """One request's outcome in a few words: PASS, rejected, or the status and the first checks."""
-    failures = ordered(row_failures(row))
-    if not failures:
+def row_cell(row: Any, everywhere: frozenset[str] = frozenset()) -> str:
+    """One request's outcome in a few words: PASS, rejected, or the status and the first checks;
+    ``everywhere``: checks left out because the server fails them on every request of the mode."""
+    all_failures = ordered(row_failures(row))
+    failures = [name for name in all_failures if name not in everywhere]
+    if not all_failures:
         if REJECTED in _notes(row):
             message = str((row["check_evidence"] or {}).get(REJECTED, _status(row)))
             return f"rejected ({message[:80]})"
         return "PASS"
+    if not failures:
+        return "only the checks it fails on every request"
     shown = ", ".join(f"`{name}`" for name in failures[:CHECKS_SHOWN_IN_A_CELL])
     more = len(failures) - CHECKS_SHOWN_IN_A_CELL
     return f"{_status(row)}: {shown}" + (f" (+{more})" if more > 0 else "")
 
 
-def shapes_frame(summary: Summary) -> pd.DataFrame:
-    """Scenario | Turn | Shape | one column per server: each named turn's outcome in every mode."""
+def failed_everywhere(frame: pd.DataFrame) -> dict[tuple[str, str, str], frozenset[str]]:
+    """(server, scenario, variant) -> the checks failed on every one of its requests (at least two),
+    such as the legacy server's missing ``id``: said once, not in every cell of the shapes table."""
+    out: dict[tuple[str, str, str], frozenset[str]] = {}
+    for key, part in frame.groupby(["server", "scenario", "variant"], sort=False):
+        sets = [set(row_failures(row)) for _, row in part.iterrows()]
+        common = set.intersection(*sets) if len(sets) > 1 else set()
+        if common:
+            out[(str(key[0]), str(key[1]), str(key[2]))] = frozenset(common)
+    return out
+
+
+def _named_rows(summary: Summary) -> pd.DataFrame:
     frame = summary.frame
     if frame.empty or "turn_name" not in frame or not frame["turn_name"].map(_present).any():
         return pd.DataFrame()
-    named = frame[(frame["request_kind"] != "warmup") & frame["turn_name"].map(_present)]
+    live = frame[frame["request_kind"] != "warmup"]
+    scenarios = set(live.loc[live["turn_name"].map(_present), "scenario"])
+    return live[live["scenario"].isin(scenarios)]
+
+
+def shapes_frame(summary: Summary) -> pd.DataFrame:
+    """Scenario | Turn | Shape | one column per server: each named turn's outcome in every mode,
+    leaving out the checks a server fails on every request of the mode (``shapes_note`` lists them)."""
+    rows = _named_rows(summary)
+    if rows.empty:
+        return pd.DataFrame()
+    everywhere = failed_everywhere(rows)
     records = []
+    named = rows[rows["turn_name"].map(_present)]
     for (scenario, turn, name), part in named.groupby(["scenario", "turn", "turn_name"], sort=False):
         record: dict[str, Any] = {"Scenario": scenario, "Turn": int(turn), "Shape": name}
         for server in summary.servers:
-            rows = part[part["server"] == server].sort_values(["variant", "repeat", "started_at"])
-            if rows.empty:
+            mine = part[part["server"] == server].sort_values(["variant", "repeat", "started_at"])
+            if mine.empty:
                 record[server] = "not run"
                 continue
-            cells = [(_mode(r["variant"]), row_cell(r)) for _, r in rows.iterrows()]
+            cells = [
+                (_mode(r["variant"]), row_cell(r, everywhere.get((server, scenario, r["variant"]), frozenset())))
+                for _, r in mine.iterrows()
+            ]
             if all(cell == "PASS" for _, cell in cells):
                 record[server] = "PASS"
             else:
                 record[server] = "; ".join(f"{mode}: {cell}" for mode, cell in cells)
         records.append(record)
     return pd.DataFrame(records).sort_values(["Scenario", "Turn"], kind="stable").reset_index(drop=True)
+
+
+def shapes_note(summary: Summary) -> list[str]:
+    """The checks each server fails on every request of a scenario mode, left out of the table."""
+    rows = _named_rows(summary)
+    if rows.empty:
+        return []
+    return [
+        f"{server} · {scenario} [{variant}]: " + ", ".join(f"`{name}`" for name in ordered(list(names)))
+        for (server, scenario, variant), names in failed_everywhere(rows).items()
+    ]
 
 
 # --- failing requests --------------------------------------------------------------------------

@@ -84,8 +84,11 @@ section.check{border-left:3px solid #bbb;padding-left:.8rem;margin:1rem 0}"""
 def _details_html(fold: FoldOut) -> str:
     anchor = f' id="{html.escape(fold.anchor)}"' if fold.anchor else ""
     parts = []
-    for label, kind, content in fold.parts:
-        parts.append(f"<h4>{inline_html(label)}</h4>")
+    for number, (label, kind, content) in enumerate(fold.parts, 1):
+        # Each part has its own id: a link to it opens the row (browsers expand a closed <details>
+        # that holds the target of the address's #fragment).
+        part_id = f' id="{html.escape(fold.anchor)}-{number}"' if fold.anchor else ""
+        parts.append(f"<h4{part_id}>{inline_html(label)}</h4>")
         if kind == "pre":
             parts.append(f"<pre>{html.escape(content, quote=False)}</pre>")
         elif kind == "list":

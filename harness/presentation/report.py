@@ -17,7 +17,7 @@ import pandas as pd
 from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, Summary
 from harness.core.formatting import fmt_bytes, fmt_value, improvement_text, is_nan
-from harness.presentation.evidence import evidence_blocks, linked, named_checks, shapes_frame
+from harness.presentation.evidence import evidence_blocks, linked, named_checks, shapes_frame, shapes_note
 from harness.presentation.render import md_table, render_html, render_markdown
 from harness.presentation.sections import bound_blocks, load_blocks, recorded_blocks
 
@@ -462,6 +462,12 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
             ),
             ("table", shapes),
         ]
+        everywhere = shapes_note(summary)
+        if everywhere:
+            blocks += [
+                ("p", "Left out of the table: the checks a server fails on every request of a mode."),
+                ("ul", everywhere),
+            ]
     blocks += [("h2", "Latency per scenario")]
     for scenario in summary.scenarios:
         blocks += [("h3", scenario), ("table", _scenario_frame(summary, scenario))]

@@ -128,3 +128,23 @@ def test_a_report_of_rows_without_captures_still_lists_the_failing_requests(tmp_
     page = build_report(run_folder.write_run(tmp_path / "run", rows, META))["report_html"].read_text()
     assert "none kept for this request" in page and 'id="tool.calls_missing"' in page
     assert json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])["capture"] is None
+
+
+def test_checks_failed_on_every_request_are_said_once_not_in_every_cell(tmp_path):
+    everywhere = {"checks_failed": ["schema.id_missing"], "check_evidence": {"schema.id_missing": "no 'id' field"}}
+    rows = [
+        _row("legacy", 0, "baseline", False, **everywhere),
+        _row(
+            "legacy",
+            1,
+            "stop-sequences",
+            False,
+            **{**everywhere, "checks_failed": ["schema.id_missing", "param.stop_ignored"]},
+        ),
+        _row("mlx-textgen", 0, "baseline", False),
+        _row("mlx-textgen", 1, "stop-sequences", False),
+    ]
+    md = build_report(run_folder.write_run(tmp_path / "run", rows, META))["summary_md"].read_text()
+    assert "| client-shapes-hermes | 0 | baseline | no-stream: only the checks it fails on every request | PASS |" in md
+    assert "| 1 | stop-sequences | no-stream: HTTP 200: [`param.stop_ignored`](#param.stop_ignored) | PASS |" in md
+    assert "- legacy · client-shapes-hermes [no-stream]: [`schema.id_missing`](#schema.id_missing)" in md
