@@ -39,7 +39,7 @@ def _executor(tmp_path: Path, pairs: StreamPairs, rows: list) -> RequestExecutor
         tokens=TokenCounter(None),
         limits=ReplayLimits(),
     )
-    return RequestExecutor(context, rows.append, None, pairs)
+    return RequestExecutor(context, rows.append, None, pairs=pairs)
 
 
 def _answers(request: httpx.Request) -> httpx.Response:

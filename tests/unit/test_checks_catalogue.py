@@ -21,7 +21,7 @@ from harness.scenario.definition import Expect, PlannedRequest
 ROOT = Path(__file__).resolve().parents[2]
 FAMILY = "|".join(catalogue.FAMILIES)
 NAME = re.compile(rf"^({FAMILY})\.[a-z][a-z_]*[a-z]$")
-NOT_CHECKS = {"request.json"}  # a file name that looks like a check name
+NOT_CHECKS = {"request.json", "http.disconnect"}  # a file name and an ASGI message type that look like check names
 
 
 def planned(example: catalogue.Example) -> PlannedRequest:

@@ -79,7 +79,7 @@ def test_the_recorder_writes_rows_journal_and_sessions_with_secrets_masked(tmp_p
         ("s-1", 0, "first"), ("s-2", 0, "first"), ("s-1", 1, "follow-up")
     ]  # fmt: skip
     assert rows[0].tool_calls[0]["name"] == "Read" and rows[0].ttft_s == 0.2 and rows[0].server == "up"
-    assert rows[1].error == "HTTP 500" and "http.status" in rows[1].checks_failed
+    assert rows[1].error == "HTTP 500" and "http.server_error_on_valid_request" in rows[1].checks_failed
     assert rows[2].content == "your key is ***"
     assert [w.name for w in written] == ["s-1", "s-2"]
     scenario = load_scenario(tmp_path / "scenarios" / "s-1.yaml")
