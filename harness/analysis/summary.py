@@ -23,6 +23,7 @@ import pandas as pd
 
 from harness.analysis import served
 from harness.analysis.stats import NAN, bootstrap_median_ci, clean, describe, ratio_ci
+from harness.checks.exchange import REJECTED
 from harness.core.rows import ResultRow, rows_frame
 
 DEFAULT_REFERENCE = "legacy"
@@ -77,10 +78,13 @@ def _present(value: Any) -> bool:
 
 
 def row_failures(row: Any) -> list[str]:
-    """The checks a row failed, with an error or a harness cut-off as pseudo-checks."""
+    """The checks a row failed, with an error or a harness cut-off as pseudo-checks. A clear 4xx
+    that the scenario accepts (``unsupported_ok``) is an answer, not a failure."""
     checks = row["checks_failed"]
     failed = list(checks) if isinstance(checks, (list, tuple)) else []
-    if _present(row["error"]):
+    notes = row["check_notes"]
+    rejected = isinstance(notes, (list, tuple)) and REJECTED in notes
+    if _present(row["error"]) and not rejected:
         failed.insert(0, "request.error")
     cause = row["stop_cause"]
     if _present(cause) and f"stop.{cause}" not in failed:
@@ -284,6 +288,12 @@ def _cache_record(part: pd.DataFrame) -> dict[str, Any]:
         "follow_ups": len(follow),
         "reuse_known": int(follow["cache_reused"].notna().sum()),
         "reuse_seen": int((follow["cache_reused"] == True).sum()),  # noqa: E712 (None-safe)
+        # which layer of evidence decided reuse (protocol / log / timing), follow-ups per layer
+        "reuse_sources": {
+            str(k): int(v) for k, v in follow.loc[follow["cache_reused"].notna(), "reuse_source"].value_counts().items()
+        }
+        if "reuse_source" in follow
+        else {},
         "restarts": len(restart),
         "restart_reuse_seen": int((restart["cache_reused"] == True).sum()),  # noqa: E712
     }
@@ -354,6 +364,10 @@ CALL_LEVEL_CHECKS = {
     "tool.repeated_call",
     "tool.id_missing",
     "tool.id_duplicate",
+    "tool.id_reused_from_history",
+    "tool.stream_arguments_differ",
+    "stream.tool_name_not_once",
+    "stream.tool_index_reused",
 }
 
 

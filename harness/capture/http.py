@@ -33,6 +33,7 @@ class CapturedResponse:
     sse: SSEReader | None = None  # stream only: parsed events + framing faults
     transport_error: str | None = None  # None when the HTTP exchange completed
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+    request_body: bytes = b""  # the exact bytes sent, so a failing exchange can be replayed
 
 
 @dataclass
@@ -65,18 +66,23 @@ def conversation_sha(body: dict[str, Any]) -> str:
 TOOL_MARKUP = ("<tool_call>", "<function=", "<|channel|>commentary", "[TOOL_REQUEST]")
 
 
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as sent: UTF-8 JSON, compact, non-ASCII kept (what httpx's ``json=`` sends)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def send(
     client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str] | None = None
 ) -> Timed:
     """Sends one chat-completions request and captures everything needed for the checks."""
-    if body.get("stream"):
-        return _send_stream(client, url, body, limits, headers or {})
-    return _send_plain(client, url, body, limits, headers or {})
+    content = encode_body(body)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    timed = (_send_stream if body.get("stream") else _send_plain)(client, url, content, limits, sent)
+    timed.captured.request_body = content
+    return timed
 
 
-def _send_plain(
-    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str]
-) -> Timed:
+def _send_plain(client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str]) -> Timed:
     started = time.perf_counter()
     timeout = httpx.Timeout(limits.request_timeout_s, connect=10.0)
     status: int | None = None
@@ -85,7 +91,7 @@ def _send_plain(
     # The body is read as it arrives: httpx's read timeout only bounds the gap between two bytes,
     # so a server trickling a body forever is cut off here, at the whole-request budget.
     try:
-        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+        with client.stream("POST", url, content=content, timeout=timeout, headers=headers) as response:
             status = response.status_code
             for chunk in response.iter_bytes():
                 if first_byte is None and chunk:
@@ -146,7 +152,7 @@ def _plain_content_at(data: bytearray, total: float) -> float | None:
 
 
 def _send_stream(
-    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str]
+    client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str]
 ) -> Timed:
     reader = SSEReader()
     started = time.perf_counter()
@@ -161,7 +167,7 @@ def _send_stream(
     # The read timeout is the idle timeout: httpx raises when no byte arrives for that long.
     timeout = httpx.Timeout(limits.idle_timeout_s, connect=10.0)
     try:
-        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+        with client.stream("POST", url, content=content, timeout=timeout, headers=headers) as response:
             status = response.status_code
             for chunk in response.iter_raw():
                 now = time.perf_counter() - started

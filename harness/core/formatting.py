@@ -34,15 +34,21 @@ def fmt_bytes(n: Any) -> str:
 
 
 def improvement_text(ratio: dict[str, Any] | None, better: str = "faster", worse: str = "slower") -> str:
-    """'**31.2x faster**', '1.1x slower', or 'no significant difference' when the CI crosses 1."""
+    """'**31.2x faster**', '1.1x slower', or 'no significant difference' when the CI crosses 1.
+
+    Bold is for a measured, significant improvement only: a ratio with too few samples for an
+    interval is printed plain, with the sample counts beside it ('1.6x faster (n=1 vs 1: ...)')."""
     if not ratio or is_nan(ratio.get("ratio")):
         return "–"
     r = float(ratio["ratio"])
     factor = r if r >= 1 else 1 / r
     factor_text = f"{factor:.1f}" if round(factor, 1) != 1.0 else f"{factor:.2f}"  # never "1.0x slower"
-    word = f"**{factor_text}x {better}**" if r >= 1 else f"{factor_text}x {worse}"
     if is_nan(ratio.get("ci95_low")):
-        return f"{word} (too few samples for a CI)"
+        counts = ""
+        if ratio.get("n") is not None and ratio.get("n_reference") is not None:
+            counts = f"n={int(ratio['n_reference'])} vs {int(ratio['n'])}: "
+        return f"{factor_text}x {better if r >= 1 else worse} ({counts}too few samples for a CI)"
+    word = f"**{factor_text}x {better}**" if r >= 1 else f"{factor_text}x {worse}"
     if not ratio.get("significant"):
         return f"no significant difference ({r:.2f}x, 95% CI {ratio['ci95_low']:.2f}–{ratio['ci95_high']:.2f})"
     return word

@@ -42,6 +42,8 @@ class ResultRow(BaseModel):
     model: str | None = None
     tool_choice: str | None = None
     turn: int
+    # The turn's label in the scenario (e.g. the request shape it sends), if it has one.
+    turn_name: str | None = None
     request_kind: RequestKind
     stream: bool
     started_at: float
@@ -62,8 +64,12 @@ class ResultRow(BaseModel):
     tokens_source: str | None = None
     decode_tok_s: float | None = None
     cached_tokens: int | None = None
-    # Cache reuse the server reported for this request (log line or usage); None when unknown.
+    # Whether this request reused a prompt cache (at least half of its prompt), and which layer of
+    # evidence decided it: "protocol" (usage.prompt_tokens_details.cached_tokens), "log" (the
+    # server's log lines) or "timing" (its prompt-processing time against its own first request).
+    # None when nothing could tell.
     cache_reused: bool | None = None
+    reuse_source: str | None = None
     cache_files_new: int = 0
     cache_bytes_new: int = 0
     cache_bytes_total: int = 0
@@ -76,6 +82,9 @@ class ResultRow(BaseModel):
     check_notes: list[str] = Field(default_factory=list)
     ab_diff: str | None = None
     ab_detail: str | None = None
+    # What the A/B diff compared this answer with: the reference server's name, or "recorded" (the
+    # answer recorded with a recorded request, the reference wherever there is one).
+    ab_reference: str | None = None
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
     # What a response cache keys on: the SHA-256 (first 16 hex digits) of the request's messages and
     # tools, so an identical earlier conversation can be recognised whatever the transport options.
@@ -88,6 +97,9 @@ class ResultRow(BaseModel):
     served_from_cache: bool | None = None
     # The prompt-processing rate the server logged for this request (tokens/s); None when it logs none.
     prompt_tok_s: float | None = None
+    # The folder under the run folder (e.g. "captures/0007-legacy-...") that keeps this request's
+    # exact body, the raw answer and a curl line replaying it; set for requests that failed a check.
+    capture: str | None = None
 
 
 class ResultWriter:

@@ -53,11 +53,14 @@ def reuse_text(cache: dict[str, Any]) -> str:
     if not cache or not cache.get("follow_ups"):
         return "–"
     if not cache.get("reuse_known"):
-        return "Unknown (not reported)"
+        return "Undecided (no usage figure, log line or timing said)"
     seen, n = cache["reuse_seen"], cache["reuse_known"]
     text = f"Reuse seen on {seen}/{n} follow-ups" if seen else f"Not seen (0/{n} follow-ups)"
     unknown = cache["follow_ups"] - n  # follow-ups where the server said nothing either way
-    return text + (f"; {unknown} not reported" if unknown else "")
+    sources = cache.get("reuse_sources") or {}
+    if sources:  # which evidence decided: the server's usage figures, its log, or timing
+        text += " (" + ", ".join(f"{source}: {count}" for source, count in sorted(sources.items())) + ")"
+    return text + (f"; {unknown} undecided" if unknown else "")
 
 
 def files_text(cache: dict[str, Any]) -> str:
@@ -177,9 +180,14 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
     improvements = _improvement_columns(summary)
     blank = [""] * len(improvements)
 
+    def cell(server: str, metric: str, unit: str) -> str:
+        stat = summary.stat(scenario, server, metric)
+        text = fmt_value(stat["median"], unit)
+        return f"{text} (n={int(stat['n'])})" if stat["n"] else text  # how many samples the median has
+
     def stat_row(title: str, metric: str, ratio: str | None, better="faster", worse="slower") -> list[str]:
         unit = METRICS[metric][2]
-        row = [title] + [fmt_value(summary.stat(scenario, s, metric)["median"], unit) for s in servers]
+        row = [title] + [cell(s, metric, unit) for s in servers]
         if ratio is None:
             return row + blank
         return row + [
@@ -231,6 +239,13 @@ def meta_line(summary: Summary, run_meta: dict[str, Any]) -> str:
         )
     if run_meta.get("created_at"):
         parts.append(f"Date: {str(run_meta['created_at'])[:10]}")
+    servers = [
+        f"{name} {versions}"
+        for name, meta in (run_meta.get("servers") or {}).items()
+        if name in summary.servers and (versions := server_versions_text(meta))
+    ]
+    if servers:
+        parts.append("Servers: " + "; ".join(servers))
     if summary.headline:
         n_first = summary.stat(summary.headline, summary.reference, "first_total_s")["n"]
         n_follow = summary.stat(summary.headline, summary.reference, "follow_up_total_s")["n"]
@@ -239,6 +254,56 @@ def meta_line(summary: Summary, run_meta: dict[str, Any]) -> str:
             f"requests, {n_follow} follow-ups)"
         )
     return " · ".join(parts)
+
+
+# The packages that name a server's release in one line (the rest are listed in the run details).
+HEADLINE_PACKAGES = ("mlx-textgen", "mlx-lm", "mlx", "vllm", "vllm-mlx", "llama-cpp-python", "sglang")
+
+
+def server_versions_text(meta: dict[str, Any]) -> str:
+    """'(mlx-textgen 0.2.1, mlx-lm 0.26.3, mlx 0.26.5)' from what the server's own interpreter and
+    answers said; '' when it said nothing (a remote server with no version endpoint)."""
+    identity = meta.get("identity") or {}
+    packages = identity.get("packages") or {}
+    names = identity.get("release_packages") or HEADLINE_PACKAGES
+    parts = [f"{name} {packages[name]}" for name in names if name in packages]
+    parts += [f"{path} {text}" for path, text in (identity.get("reported") or {}).items()]
+    fingerprints = (meta.get("observed") or {}).get("system_fingerprints") or []
+    parts += [f"fingerprint {value}" for value in fingerprints[:2]]
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def identity_lines(meta: dict[str, Any]) -> list[str]:
+    """A server's identity and what it showed about itself, for the run details."""
+    identity, observed = meta.get("identity") or {}, meta.get("observed") or {}
+    lines = []
+    if identity.get("packages"):
+        lines.append(
+            f"packages of its interpreter `{identity.get('interpreter')}`: "
+            + ", ".join(f"{k} {v}" for k, v in identity["packages"].items())
+        )
+    for path, text in (identity.get("reported") or {}).items():
+        lines.append(f"reports its version at {path}: {text}")
+    if observed.get("system_fingerprints"):
+        lines.append("system_fingerprint: " + ", ".join(observed["system_fingerprints"]))
+    if identity.get("ready_probe"):
+        lines.append(f"readiness probed on {identity['ready_probe']}; model id `{identity.get('model_id')}`")
+    usage = observed.get("stream_usage")
+    if usage and usage != "unknown":
+        lines.append(
+            {
+                "sent": "streams: usage sent when asked (stream_options.include_usage)",
+                "ignored": "streams: stream_options accepted but no usage sent",
+                "refused": "streams: stream_options refused, so streams carry no usage",
+            }.get(usage, f"streams: {usage}")
+        )
+    convention = observed.get("prompt_tokens_include_cached")
+    if convention is not None:
+        lines.append(
+            ("prompt_tokens counts cached tokens too" if convention else "prompt_tokens counts only uncached tokens")
+            + f" ({observed.get('prompt_tokens_evidence')})"
+        )
+    return lines
 
 
 def legend_text(summary: Summary, run_meta: dict[str, Any]) -> str | None:

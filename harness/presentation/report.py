@@ -1,8 +1,9 @@
 """The report of one run folder: summary.md, summary.csv, the plots and a self-contained report.html,
 built only from ``results.jsonl`` and ``run.json``.
 
-The document is assembled once as a list of blocks (headings, paragraphs, lists, tables, images) and
-rendered twice, to markdown and to HTML, so the two never disagree.
+The document is assembled once as a list of blocks (headings, paragraphs, lists, tables, images,
+failing rows a reader opens, catalogue entries) and rendered twice by ``harness.presentation.render``,
+to markdown and to HTML, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -22,11 +23,19 @@ from harness.presentation.comparison import (
     comparison_table_md,
     console_table,
     figure_notes,
+    identity_lines,
     legend_text,
     meta_line,
 )
+from harness.presentation.evidence import evidence_blocks, linked, named_checks, shapes_frame, shapes_note
 from harness.presentation.render import render_html, render_markdown
-from harness.presentation.sections import bound_blocks, counters_text, load_blocks, no_generation_blocks
+from harness.presentation.sections import (
+    bound_blocks,
+    counters_text,
+    load_blocks,
+    no_generation_blocks,
+    recorded_blocks,
+)
 
 MAX_ERRORS_LISTED = 20
 
@@ -163,7 +172,10 @@ def _details(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
     if run_meta.get("machine"):
         items.append("Machine: " + ", ".join(f"{k}={v}" for k, v in run_meta["machine"].items()))
     if run_meta.get("versions"):
-        items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in run_meta["versions"].items()))
+        items.append(
+            "The harness's own environment (not the servers'): "
+            + ", ".join(f"{k} {v}" for k, v in run_meta["versions"].items())
+        )
     for name, meta in (run_meta.get("servers") or {}).items():
         quirks = ", ".join(f"{k}={v}" for k, v in (meta.get("quirks") or {}).items()) or "none"
         items.append(
@@ -172,6 +184,7 @@ def _details(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         )
         if meta.get("command"):
             items.append(f"  - command: `{' '.join(map(str, meta['command']))}`")
+        items += [f"  - {line}" for line in identity_lines(meta)]
         for s in meta.get("sessions") or []:
             counters = counters_text(s.get("counters"))
             items.append(
@@ -222,8 +235,25 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
         ("ul", _verdict_lines(summary) or ["Only one server ran."]),
         ("h2", "Behaviour"),
         ("table", _behaviour_frame(summary)),
-        ("h2", "Latency per scenario"),
     ]
+    shapes = shapes_frame(summary)
+    if not shapes.empty:
+        blocks += [
+            ("h3", "Request shapes"),
+            (
+                "p",
+                "Each named turn (a request shape) on each server, in every mode: PASS, a clear refusal, or "
+                "the status and the first checks it fails. The failing requests below show the evidence.",
+            ),
+            ("table", shapes),
+        ]
+        everywhere = shapes_note(summary)
+        if everywhere:
+            blocks += [
+                ("p", "Left out of the table: the checks a server fails on every request of a mode."),
+                ("ul", everywhere),
+            ]
+    blocks += [("h2", "Latency per scenario")]
     for scenario in summary.scenarios:
         blocks += [("h3", scenario), ("table", _scenario_frame(summary, scenario))]
     blocks += [
@@ -243,12 +273,13 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
 
 
 def _extra_sections(summary: Summary, run_meta: dict[str, Any], run_dir: Path) -> list[tuple]:
-    """Sections that exist only for some runs: the cache-perfect bound (bound.json, --bound) and the
-    load table (--concurrency)."""
+    """Sections that exist only for some runs: answers served without generation, recorded sessions,
+    the cache-perfect bound (bound.json, --bound) and the load table (--concurrency)."""
     if not summary.n_rows:
         return []
     return (
         no_generation_blocks(summary, run_meta)
+        + recorded_blocks(summary, run_meta)
         + bound_blocks(summary, run_dir)
         + load_blocks(summary.frame, summary.servers, run_meta)
     )
@@ -263,6 +294,12 @@ def _with_sections(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:
     return blocks[:at] + extra + blocks[at:]
 
 
+def _before_details(blocks: list[tuple], extra: list[tuple]) -> list[tuple]:
+    """``extra`` inserted before the run details (the last section)."""
+    at = next((i for i, b in enumerate(blocks) if b == ("h2", "Run details")), len(blocks))
+    return blocks[:at] + extra + blocks[at:]
+
+
 def build_report(run_dir: Path, *, reference: str | None = None, headline: str | None = None) -> dict[str, Path]:
     """Writes summary.md, summary.csv, the plots and report.html into ``run_dir``; returns them by
     name ("summary_md", "summary_csv", plot stems, "report_html")."""
@@ -273,6 +310,8 @@ def build_report(run_dir: Path, *, reference: str | None = None, headline: str |
     images = write_plots(summary, run_dir, (run_meta.get("model") or {}).get("name")) if summary.n_rows else {}
     blocks = report_blocks(summary, run_meta, images)
     blocks = _with_sections(blocks, _extra_sections(summary, run_meta, run_dir))
+    blocks = _before_details(blocks, evidence_blocks(summary, run_dir))
+    blocks = linked(blocks, named_checks(summary))
     out = {
         "summary_md": run_dir / "summary.md",
         "summary_csv": summary.write_csv(run_dir / "summary.csv"),

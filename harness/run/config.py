@@ -21,11 +21,17 @@
     [tool.harness.server.fleet]         # an already-running server: no start/stop, cache files not observable
     base_url = "http://127.0.0.1:8000"
     request_model = "Qwen/Qwen2.5-7B-Instruct"  # the `model` to send, when not the first id of /v1/models
+    [tool.harness.server.textgen-next]  # a newer release, with the log lines it writes
+    command = ["/other/venv/bin/mlx_textgen", "serve", "-m", "{model}", "-p", "{port}", "--host", "{host}"]
+    cache_dirs = ["{home}/.cache/mlx_textgen/prompt_cache"]
+    reuse_pattern = 'Reusing cache "?[\\w-]+"?\\. (\\d+) tokens'
+    miss_pattern = "No suitable cache found"
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -55,9 +61,25 @@ class ServerOverride(BaseModel):
     quirks: dict[str, bool] | None = None
     extra_args: list[str] | None = None
     request_model: str | None = None
+    # Log lines that say, per request, whether the server reused its prompt cache (a regular
+    # expression; a first group, where there is one, captures the number of tokens reused).
+    reuse_pattern: str | None = None
+    miss_pattern: str | None = None
+    prompt_tokens_include_cached: bool | None = None
+    packages: list[str] | None = None  # the packages that name its release in the report
     # Start from a built-in server's spec under another name, e.g. the legacy stand-in with one
     # quirk switched, so both settings can be compared in one run.
     like: str | None = None
+
+    @field_validator("reuse_pattern", "miss_pattern")
+    @classmethod
+    def _a_regular_expression(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc}); in TOML write it in single quotes") from None
+        return value
 
 
 class RunConfig(BaseModel):
@@ -144,6 +166,10 @@ class RunConfig(BaseModel):
                     "base_url",
                     "ready_timeout_s",
                     "request_model",
+                    "reuse_pattern",
+                    "miss_pattern",
+                    "prompt_tokens_include_cached",
+                    "packages",
                 ):
                     value = getattr(override, field_name)
                     if value is not None:

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,7 +25,8 @@ from harness.run import bound, concurrent
 from harness.run.config import RunConfig
 from harness.run.meta import RunMeta, machine_info, model_record, new_run_id, package_versions, prepare_run_dir
 from harness.run.model_groups import ModelGroup, ensure_models, group_by_model
-from harness.run.request import ReferenceRows, RequestContext, RequestExecutor, redact_row
+from harness.run.pairs import StreamPairs
+from harness.run.request import ReferenceRows, RequestContext, RequestExecutor, ServerObservations, redact_row
 from harness.scenario.context_size import scale_groups
 from harness.scenario.definition import RequestKinds, Scenario, Variant, plan_requests, resolve_scenarios
 from harness.scenario.warmup import warmup_request
@@ -59,6 +61,9 @@ class Runner:
         self.say = on_event or (lambda message: None)
         self.on_row = on_row or (lambda row: None)
         self.references = ReferenceRows(config.reference)
+        # What each server showed about itself (stream usage, prompt_tokens convention, fingerprints).
+        self.observations: dict[str, ServerObservations] = {}
+        self.pairs = StreamPairs()  # streamed and non-streamed answers to the same request
         self.writer: ResultWriter | None = None
         self.meta: RunMeta | None = None
         self.request_serial = 0  # numbers every planned request of the run (cache-bust lines)
@@ -81,6 +86,12 @@ class Runner:
                     scenario.name: model_record(group.path, group.builtin)
                     for group in self.groups
                     for scenario in group.scenarios
+                },
+                "recorded_scenarios": {
+                    scenario.name: recorded_record(scenario)
+                    for group in self.groups
+                    for scenario in group.scenarios
+                    if scenario.recorded
                 },
                 "machine": machine_info(),
                 "versions": package_versions(),
@@ -138,7 +149,8 @@ class Runner:
             tokens=tokens,
             limits=self.limits,
         )
-        return RequestExecutor(context, self.write_row, self.references)
+        observations = self.observations.setdefault(server.spec.name, ServerObservations())
+        return RequestExecutor(context, self.write_row, self.references, observations, self.pairs)
 
     # -- one server on one model -----------------------------------------------------------
     def _new_server(self, spec: ServerSpec, group: ModelGroup, home: Path, tag: str) -> ServerProcess:
@@ -156,6 +168,9 @@ class Runner:
             entry["shims"] = sorted(set(entry["shims"]) | set(server.shims()))
             entry["command"] = server.public_command()  # as run: with the port actually used
         self.say(f"{server.spec.name} ready in {server.time_to_ready_s:.1f} s on port {server.port}")
+        if "identity" not in entry:  # once per server: the same command gives the same answers
+            entry["identity"] = server.identity()
+            self.meta.save()
         return server
 
     def _stop(self, server: ServerProcess) -> None:
@@ -165,6 +180,8 @@ class Runner:
         entry = self.meta.server_entry(server.spec)
         entry["sessions"].append(server.session_record())
         entry["shims"] = sorted(set(entry["shims"]) | set(server.shims()))
+        if server.spec.name in self.observations:
+            entry["observed"] = self.observations[server.spec.name].record()
         self.meta.save()
 
     def _run_server(self, spec: ServerSpec, group: ModelGroup, repeat: int) -> None:
@@ -307,6 +324,17 @@ class Runner:
             client.close()
         self.writer.sync()
         return server
+
+
+def recorded_record(scenario: Scenario) -> dict[str, Any]:
+    """run.json's entry for a recorded scenario: where it came from and, per turn, its notes."""
+    return {
+        "source": scenario.source,
+        "turns": [
+            {"turn": index, "notes": list(turn.notes), "recorded_answer": turn.response is not None}
+            for index, turn in enumerate(scenario.turns)
+        ],
+    }
 
 
 def run(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +32,15 @@ from harness.core.paths import server_programs_dir
 from harness.server.spec import ServerSpec
 
 LOG_TAIL_LINES = 25
+# Readiness probes after the spec's own ready path, in order (then a one-token completion).
+READY_FALLBACKS = ["/v1/models", "/health"]
+# Endpoints where a server may say its version.
+VERSION_PATHS = ["/version", "/v1/version"]
+# Packages whose versions identify a server, asked of the server's own interpreter.
+SERVER_PACKAGES = [
+    "mlx", "mlx-lm", "mlx-textgen", "mlx-vlm", "outlines", "transformers", "fastapi", "uvicorn",
+    "vllm", "vllm-mlx", "llama-cpp-python", "sglang",
+]  # fmt: skip
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -111,6 +122,7 @@ class ServerProcess:
         self.python = python
         self.process: subprocess.Popen[bytes] | None = None
         self.model_id: str | None = None
+        self.ready_probe: str | None = None
         self.time_to_ready_s: float | None = None
         self.peak_rss_bytes = 0
         self.started = False
@@ -240,36 +252,55 @@ class ServerProcess:
         self._rss_thread.start()
 
     def _wait_ready(self, started_at: float) -> None:
+        """Polls until the server answers. The spec's ready path comes first; a server that answers
+        it with 404 (a release without that endpoint) is probed on the next of ``READY_FALLBACKS``,
+        and last with a one-token completion, so readiness never depends on one endpoint's body."""
         deadline = started_at + self.spec.ready_timeout_s
-        url = self.base_url + self.spec.ready_path
+        probes = [self.spec.ready_path] + [path for path in READY_FALLBACKS if path != self.spec.ready_path]
+        probe = 0
         last_error = "no answer yet"
         with httpx.Client(timeout=5.0, headers=self.headers) as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
                     self.exit_code = self.process.returncode
+                    tail = self.redact(log_tail(self.log_path))
                     raise ServerError(
                         f"{self.spec.name} exited with {describe_exit(self.exit_code)} during start-up "
-                        f"(model {self.model}). Last lines of {self.log_path}:\n"
-                        f"{self.redact(log_tail(self.log_path))}\n"
+                        f"(model {self.model}). Last lines of {self.log_path}:\n{tail}\n"
                         "Fix the cause shown in the log (often a model folder the server cannot load), then run again."
                     )
                 try:
                     # A probe never outlasts the deadline, even against a server that accepts and hangs,
                     # and is short so that an exit is seen soon (the port may belong to another program).
-                    response = client.get(url, timeout=min(2.0, max(0.05, deadline - time.monotonic())))
+                    timeout = min(2.0, max(0.05, deadline - time.monotonic()))
+                    if probe < len(probes):
+                        response = client.get(self.base_url + probes[probe], timeout=timeout)
+                    else:
+                        response = client.post(
+                            self.base_url + "/v1/chat/completions", json=self._tiny_completion(), timeout=timeout
+                        )
                     if response.status_code == 200:
                         self.time_to_ready_s = time.monotonic() - started_at
+                        self.ready_probe = probes[probe] if probe < len(probes) else "a one-token completion"
                         self.model_id = self._read_model_id(client)
                         return
                     last_error = f"HTTP {response.status_code}"
+                    if response.status_code in (404, 405) and probe < len(probes):
+                        probe += 1  # up, but without this endpoint: the next probe
+                        continue
                 except httpx.HTTPError as exc:
                     last_error = type(exc).__name__
                 time.sleep(0.2)
+        tried = ", ".join(probes[: probe + 1]) if probe < len(probes) else ", ".join(probes) + ", a completion"
         raise ServerError(
             f"{self.spec.name} did not become ready within {self.spec.ready_timeout_s:g} s "
-            f"(probe {url}: {last_error}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
+            f"(probed {tried}: {last_error}). Last lines of {self.log_path}:\n{self.redact(log_tail(self.log_path))}\n"
             "Raise the server's ready_timeout_s if it is just slow, or fix the error in the log."
         )
+
+    def _tiny_completion(self) -> dict[str, Any]:
+        model = self.spec.request_model or Path(self.model).name
+        return {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
     def _read_model_id(self, client: httpx.Client) -> str:
         """The served model id, which MLX-Textgen requires in each request."""
@@ -437,6 +468,32 @@ class ServerProcess:
             pass
         return sorted(set(found))
 
+    def identity(self) -> dict[str, Any]:
+        """Who this server is: the version it reports (``/version``-like endpoints), the versions of
+        its Python packages asked of its own interpreter, its command line and the model it loaded.
+        (``system_fingerprint`` values are collected from its answers by the request path.)"""
+        reported: dict[str, str] = {}
+        if self.alive() or self.spec.base_url:
+            with httpx.Client(timeout=2.0, headers=self.headers) as client:
+                for path in VERSION_PATHS:
+                    try:
+                        response = client.get(self.base_url + path)
+                    except httpx.HTTPError:
+                        continue
+                    if response.status_code == 200 and response.text.strip():
+                        reported[path] = self.redact(response.text.strip())[:200]
+        interpreter = None if self.spec.base_url else server_interpreter(self.command())
+        return {
+            "reported": reported,
+            "interpreter": interpreter,
+            "packages": package_versions_of(interpreter) if interpreter else {},
+            "release_packages": self.spec.packages,
+            "command": self.public_command(),
+            "model": self.model,
+            "model_id": self.model_id,
+            "ready_probe": self.ready_probe,
+        }
+
     def session_record(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -453,3 +510,43 @@ class ServerProcess:
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def server_interpreter(command: list[str]) -> str | None:
+    """The Python interpreter a server command runs on: the command itself when it is one, or the
+    interpreter named on the first line of a script (a console script such as ``mlx_textgen``)."""
+    if not command:
+        return None
+    program = shutil.which(command[0]) or command[0]
+    if re.match(r"python[\d.]*$", Path(program).name):
+        return program
+    try:
+        with open(program, "rb") as handle:
+            first = handle.readline(300).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    if first.startswith("#!"):
+        parts = first[2:].split()
+        if parts and "python" in Path(parts[-1] if Path(parts[0]).name == "env" else parts[0]).name:
+            return parts[-1] if Path(parts[0]).name == "env" else parts[0]
+    return None
+
+
+def package_versions_of(interpreter: str) -> dict[str, str]:
+    """Versions of ``SERVER_PACKAGES`` installed for ``interpreter`` (and its Python), asked of it."""
+    script = (
+        "import importlib.metadata as m, json, platform, sys\n"
+        "found = {'python': platform.python_version()}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n        found[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError:\n        pass\n"
+        "print(json.dumps(found))"
+    )
+    try:
+        done = subprocess.run(
+            [interpreter, "-c", script, *SERVER_PACKAGES], capture_output=True, text=True, timeout=30, check=True
+        )
+        data = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}

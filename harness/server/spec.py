@@ -42,6 +42,12 @@ class ServerSpec:
     api_key_args: list[str] = field(default_factory=list)
     # The `model` sent in each request when it is not the id that /v1/models lists.
     request_model: str | None = None
+    # Whether the server's usage.prompt_tokens counts the tokens it took from its cache too (True),
+    # or only the ones it processed (False). None: worked out from the numbers across turns.
+    prompt_tokens_include_cached: bool | None = None
+    # The Python packages whose versions name this server's release in the report's one-line
+    # summary (all of them are recorded in run.json); empty: every known server package found.
+    packages: list[str] = field(default_factory=list)
 
 
 # The built-in like-for-like counterpart of the legacy server (see ``legacy_capped_spec``).
@@ -78,6 +84,7 @@ def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
         cache_dirs=["{home}/.anyclaude/kv-cache"],
         env={"MLX_KV_CACHE_DIR": "{home}/.anyclaude/kv-cache"},
         quirks=state,
+        packages=["mlx-lm", "mlx", "fastapi"],
         # The stand-in logs each full re-process (the original's KV cache never loaded).
         miss_pattern=r"processing full prompt of \d+ tokens",
         served_from_cache_pattern=r"response cache hit",
@@ -118,6 +125,7 @@ def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
         miss_pattern=r"No suitable cache found",
         prompt_rate_pattern=r"Processed \d+ tokens in total\. Total time taken: [\d.]+s\. (\d+(?:\.\d+)?) t/s",
         api_key_args=["--api-key", "{api_key}"],
+        packages=["mlx-textgen", "mlx-lm", "mlx"],
     )
 
 
@@ -146,6 +154,7 @@ def mlx_lm_spec() -> ServerSpec:
         miss_pattern=r"\*\*\* Resetting cache\.",
         # Any other name is looked up as a repository (or a folder under the server's working dir).
         request_model="default_model",
+        packages=["mlx-lm", "mlx"],
     )
 
 

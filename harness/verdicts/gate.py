@@ -366,7 +366,7 @@ def _cache_gates(summary: Summary, server: str, settings: dict[str, Any]) -> lis
         if not follow:
             value, detail = "no follow-ups", "no successful follow-up request to observe reuse on"
         elif not known:
-            value, detail = "not reported", "the server reported neither reuse nor a miss (log or usage)"
+            value, detail = "undecided", "neither usage figures, log lines nor timing showed reuse or a miss"
         else:
             value, detail = f"{seen}/{known} follow-ups", ""
         results.append(GateResult("cache.reuse", server, value, ">= 1 follow-up reusing the cache", seen >= 1, detail))

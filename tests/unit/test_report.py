@@ -18,20 +18,35 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["latency_per_turn", "first_vs_followup", "cache_bytes_per_turn"]
 
 RUN_META = {
-    "run_id": "2026-01-02-legacy-vs-mlx", "created_at": "2026-01-02T03:04:05", "finished_at": "2026-01-02T03:30:00",
-    "status": "complete", "reference_server": "legacy",
+    "run_id": "2026-01-02-legacy-vs-mlx",
+    "created_at": "2026-01-02T03:04:05",
+    "finished_at": "2026-01-02T03:30:00",
+    "status": "complete",
+    "reference_server": "legacy",
     "config": {"servers": ["legacy", "mlx-textgen"], "repeats": 3},
     "model": {"path": "/models/tiny-qwen", "name": "tiny-qwen", "checksum": "0123456789abcdef", "builtin": True},
     "machine": {"platform": "Linux-6.1-x86_64", "processor": "x86_64", "cpu_count": 2, "memory_gb": 7.8},
     "versions": {"python": "3.11.2", "mlx": "0.26.5", "mlx_lm": "0.26.3", "mlx_textgen": "0.2.1"},
     "servers": {
-        "legacy": {"label": "legacy stand-in", "command": ["python", "servers/legacy_server.py"],
-                   "quirks": {"max_tokens_ignored": True, "hermes_parsing": False, "canned_fallback": True,
-                              "response_cache": True},
-                   "shims": [], "sessions": [{"model": "tiny-qwen", "time_to_ready_s": 2.5, "peak_rss_mb": 310.0,
-                                              "log": "logs/legacy-1.log"}]},
-        "mlx-textgen": {"label": "MLX-Textgen", "quirks": {},
-                        "shims": ["wired_limit: mx.metal.device_info has no max_recommended_working_set_size on CPU"]},
+        "legacy": {
+            "label": "legacy stand-in",
+            "command": ["python", "servers/legacy_server.py"],
+            "quirks": {
+                "max_tokens_ignored": True,
+                "hermes_parsing": False,
+                "canned_fallback": True,
+                "response_cache": True,
+            },
+            "shims": [],
+            "sessions": [
+                {"model": "tiny-qwen", "time_to_ready_s": 2.5, "peak_rss_mb": 310.0, "log": "logs/legacy-1.log"}
+            ],
+        },
+        "mlx-textgen": {
+            "label": "MLX-Textgen",
+            "quirks": {},
+            "shims": ["wired_limit: mx.metal.device_info has no max_recommended_working_set_size on CPU"],
+        },
     },
     "notes": [],
 }
@@ -53,27 +68,64 @@ def make_rows(times: dict[str, list[list[float]]] = TIMES, tools: bool = True) -
                 t += 1
                 new = 2_000_000 if caches and turn == 0 else 0
                 total += new
-                rows.append(ResultRow(
-                    run_id="r", server=server, scenario="agent-session", variant="stream", repeat=repeat,
-                    turn=turn, request_kind="first" if turn == 0 else "follow-up", stream=True, started_at=t,
-                    ttft_s=total_s * 0.9, total_s=total_s, completion_tokens=32 if caches else 256,
-                    decode_tok_s=30.0 if caches else 20.0, cache_reused=caches and turn > 0,
-                    cache_files_new=1 if new else 0, cache_bytes_new=new, cache_bytes_total=total,
-                    cache_files=[f"kv-{repeat}.safetensors"] if new else []))
+                rows.append(
+                    ResultRow(
+                        run_id="r",
+                        server=server,
+                        scenario="agent-session",
+                        variant="stream",
+                        repeat=repeat,
+                        turn=turn,
+                        request_kind="first" if turn == 0 else "follow-up",
+                        stream=True,
+                        started_at=t,
+                        ttft_s=total_s * 0.9,
+                        total_s=total_s,
+                        completion_tokens=32 if caches else 256,
+                        decode_tok_s=30.0 if caches else 20.0,
+                        cache_reused=caches and turn > 0,
+                        cache_files_new=1 if new else 0,
+                        cache_bytes_new=new,
+                        cache_bytes_total=total,
+                        cache_files=[f"kv-{repeat}.safetensors"] if new else [],
+                    )
+                )
         if tools:
             for turn in range(2):
                 t += 1
                 broken = caches and turn == 1
-                rows.append(ResultRow(
-                    run_id="r", server=server, scenario="tools", variant="stream", turn=turn,
-                    request_kind="first" if turn == 0 else "follow-up", stream=True, started_at=t,
-                    total_s=1.0, cache_bytes_total=total,
-                    checks_failed=["tool.calls_missing"] if broken else []))
+                rows.append(
+                    ResultRow(
+                        run_id="r",
+                        server=server,
+                        scenario="tools",
+                        variant="stream",
+                        turn=turn,
+                        request_kind="first" if turn == 0 else "follow-up",
+                        stream=True,
+                        started_at=t,
+                        total_s=1.0,
+                        cache_bytes_total=total,
+                        checks_failed=["tool.calls_missing"] if broken else [],
+                    )
+                )
             if caches:
                 t += 1
-                rows.append(ResultRow(run_id="r", server=server, scenario="tools", variant="stream", repeat=1,
-                                      turn=0, request_kind="first", stream=True, started_at=t,
-                                      error="ReadTimeout: no answer in 60 s", cache_bytes_total=total))
+                rows.append(
+                    ResultRow(
+                        run_id="r",
+                        server=server,
+                        scenario="tools",
+                        variant="stream",
+                        repeat=1,
+                        turn=0,
+                        request_kind="first",
+                        stream=True,
+                        started_at=t,
+                        error="ReadTimeout: no answer in 60 s",
+                        cache_bytes_total=total,
+                    )
+                )
     return rows
 
 
@@ -85,13 +137,13 @@ def test_comparison_table_layout_and_notes():
     md = comparison_table_md(summarize(make_rows()), RUN_META)
     lines = md.splitlines()
     assert lines[0] == "| Metric | legacy | mlx-textgen | Improvement |"
-    assert "| First request (total time) | 50 s | 3 s | **16.7x faster** |" in lines
-    assert "| Follow-up requests (total time) | 50 s | 0.55 s | **90.9x faster** |" in lines
+    assert "| First request (total time) | 50 s (n=3) | 3 s (n=3) | **16.7x faster** |" in lines
+    assert "| Follow-up requests (total time) | 50 s (n=9) | 0.55 s (n=9) | **90.9x faster** |" in lines
     kv = next(line for line in lines if line.startswith("| KV Cache"))
     assert "Not seen (0/9 follow-ups)" in kv and "Reuse seen on 9/9 follow-ups" in kv
     files = next(line for line in lines if line.startswith("| Cache files"))
     assert "None created" in files and "3 files, 6.0 MB (.safetensors)" in files
-    assert "| Decode rate | 20 tok/s | 30 tok/s | **1.5x higher** |" in lines
+    assert "| Decode rate | 20 tok/s (n=12) | 30 tok/s (n=12) | **1.5x higher** |" in lines
     assert "Model: tiny-qwen (0123456789ab)" in md and "2 CPUs" in md and "Date: 2026-01-02" in md
     assert "legacy ignores max_tokens (quirk on): it generated 256 tokens vs 32 (mlx-textgen)" in md
     assert "MLX-Textgen runs with shims: wired_limit" in md
@@ -102,10 +154,10 @@ def test_comparison_table_layout_and_notes():
 def test_slower_and_not_significant_wording():
     slower = {"legacy": TIMES["mlx-textgen"], "mlx-textgen": TIMES["legacy"]}
     md = comparison_table_md(summarize(make_rows(slower, tools=False)), {})
-    assert "| First request (total time) | 3 s | 50 s | 16.7x slower |" in md
+    assert "| First request (total time) | 3 s (n=3) | 50 s (n=3) | 16.7x slower |" in md
     overlap = {"legacy": [[1.0, 1.1, 0.9], [1.2, 1.0, 1.05]], "mlx-textgen": [[1.05, 1.0, 1.1], [0.95, 1.15, 1.0]]}
     md = comparison_table_md(summarize(make_rows(overlap, tools=False)), {})
-    assert "| First request (total time) | 1.1 s | 1 s | no significant difference" in md
+    assert "| First request (total time) | 1.1 s (n=2) | 1 s (n=2) | no significant difference" in md
     assert "Follow-up requests" in md and md.count("no significant difference") >= 2
     assert (
         improvement_text({"ratio": 1.25, "ci95_low": 1.1, "ci95_high": 1.4, "significant": True}) == "**1.2x faster**"
@@ -134,9 +186,11 @@ def test_build_report_writes_everything(tmp_path):
     assert "Status:" not in md  # a complete run has no warning at the top
     assert "| Metric | legacy | mlx-textgen | Improvement |" in md
     assert "**mlx-textgen: NOT a drop-in replacement for legacy**" in md
-    assert "tools [stream] turn 1: `tool.calls_missing`" in md
+    # Check names link to their entries, which the report carries (it opens offline).
+    assert "tools [stream] turn 1: [`tool.calls_missing`](#tool.calls_missing)" in md
+    assert '<a id="tool.calls_missing"></a>' in md
     # The error (turn 0 of repeat 1) comes before the lost tool call (turn 1) in turn order.
-    assert "| tools | stream | PASS | FAIL (request.error @ turn 0) |" in md
+    assert "| tools | stream | PASS | FAIL ([request.error](#request.error) @ turn 0) |" in md
     assert "ReadTimeout: no answer in 60 s" in md
     assert "mlx_textgen 0.2.1" in md and "![latency_per_turn](latency_per_turn.png)" in md
 
@@ -148,7 +202,7 @@ def test_build_report_writes_everything(tmp_path):
     assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 3
     assert "<th>Metric</th><th>legacy</th><th>mlx-textgen</th><th>Improvement</th>" in page
     assert "<strong>16.7x faster</strong>" in page
-    assert "src=\"latency" not in page  # nothing refers to a file next to the page
+    assert 'src="latency' not in page  # nothing refers to a file next to the page
 
 
 def test_interrupted_run(tmp_path):
@@ -205,5 +259,10 @@ def test_improvement_near_one_keeps_two_decimals():
     text = improvement_text({"ratio": 0.97, "ci95_low": 0.95, "ci95_high": 0.99, "significant": True})
     assert text == "1.03x slower"
     assert improvement_text(None) == "–"
-    assert improvement_text({"ratio": 12.0, "ci95_low": float("nan"), "ci95_high": float("nan"),
-                             "significant": False}) == "**12.0x faster** (too few samples for a CI)"
+    assert (
+        improvement_text({"ratio": 12.0, "ci95_low": float("nan"), "ci95_high": float("nan"), "significant": False})
+        == "12.0x faster (too few samples for a CI)"
+    )
+    # one sample a side: never bold, and the counts are said
+    one_each = {"ratio": 1.6, "ci95_low": float("nan"), "ci95_high": float("nan"), "n": 1, "n_reference": 1}
+    assert improvement_text(one_each) == "1.6x faster (n=1 vs 1: too few samples for a CI)"

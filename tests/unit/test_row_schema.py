@@ -21,27 +21,76 @@ from harness.presentation.report import build_report
 
 # One line of results.jsonl, in order.
 ROW_COLUMNS = [
-    "run_id", "server", "scenario", "repeat", "session", "context_tokens", "variant", "model", "tool_choice",
-    "turn", "request_kind", "stream", "started_at", "ttft_s", "total_s", "ttfb_s", "ttft_content_s",
-    "http_status", "error", "finish_reason", "prompt_tokens", "completion_tokens", "tokens_source",
-    "decode_tok_s", "cached_tokens", "cache_reused", "cache_files_new", "cache_bytes_new", "cache_bytes_total",
-    "cache_files", "content", "content_sha", "tool_calls", "checks_failed", "check_evidence", "check_notes",
-    "ab_diff", "ab_detail", "stop_cause", "conversation_sha", "server_session", "served_from_cache",
+    "run_id",
+    "server",
+    "scenario",
+    "repeat",
+    "session",
+    "context_tokens",
+    "variant",
+    "model",
+    "tool_choice",
+    "turn",
+    "turn_name",
+    "request_kind",
+    "stream",
+    "started_at",
+    "ttft_s",
+    "total_s",
+    "ttfb_s",
+    "ttft_content_s",
+    "http_status",
+    "error",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens_source",
+    "decode_tok_s",
+    "cached_tokens",
+    "cache_reused",
+    "reuse_source",
+    "cache_files_new",
+    "cache_bytes_new",
+    "cache_bytes_total",
+    "cache_files",
+    "content",
+    "content_sha",
+    "tool_calls",
+    "checks_failed",
+    "check_evidence",
+    "check_notes",
+    "ab_diff",
+    "ab_detail",
+    "ab_reference",
+    "stop_cause",
+    "conversation_sha",
+    "server_session",
+    "served_from_cache",
     "prompt_tok_s",
+    "capture",
 ]
 # What the summary adds to the rows' frame (harness.analysis.served): answers served without
 # generation, and each request's prompt-processing rate.
 DERIVED_COLUMNS = ["no_generation", "no_generation_why", "prompt_rate", "prompt_rate_source"]
 # summary.csv: one row per (scenario, server, metric), then the ratio rows against the reference.
 SUMMARY_CSV_COLUMNS = [
-    "scenario", "server", "metric", "n", "median", "p90", "ci95_low", "ci95_high", "unit",
-    "reference", "n_reference", "significant",
+    "scenario",
+    "server",
+    "metric",
+    "n",
+    "median",
+    "p90",
+    "ci95_low",
+    "ci95_high",
+    "unit",
+    "reference",
+    "n_reference",
+    "significant",
 ]
 RUN_META = {"run_id": "schema", "reference_server": "legacy", "status": "complete", "servers": {}, "notes": []}
 
 # Per server, per repeat: (first request, follow-ups) total seconds.
-TIMES = {"legacy": [(10.0, [9.0, 11.0]), (12.0, [10.0, 10.0])],
-         "mlx-textgen": [(4.0, [1.0, 2.0]), (6.0, [1.0, 1.0])]}
+TIMES = {"legacy": [(10.0, [9.0, 11.0]), (12.0, [10.0, 10.0])], "mlx-textgen": [(4.0, [1.0, 2.0]), (6.0, [1.0, 1.0])]}
 
 
 def make_rows() -> list[ResultRow]:
@@ -51,39 +100,89 @@ def make_rows() -> list[ResultRow]:
         caches = server == "mlx-textgen"
         bytes_total = 0
         clock += 1
-        rows.append(ResultRow(run_id="schema", server=server, scenario="agent-session", variant="stream", turn=0,
-                              request_kind="warmup", stream=True, started_at=clock, total_s=99.0,
-                              cache_files_new=1 if caches else 0, cache_bytes_new=500 if caches else 0,
-                              cache_bytes_total=500 if caches else 0,
-                              cache_files=["warm.json"] if caches else []))
+        rows.append(
+            ResultRow(
+                run_id="schema",
+                server=server,
+                scenario="agent-session",
+                variant="stream",
+                turn=0,
+                request_kind="warmup",
+                stream=True,
+                started_at=clock,
+                total_s=99.0,
+                cache_files_new=1 if caches else 0,
+                cache_bytes_new=500 if caches else 0,
+                cache_bytes_total=500 if caches else 0,
+                cache_files=["warm.json"] if caches else [],
+            )
+        )
         bytes_total += 500 if caches else 0
         for repeat, (first, follow_ups) in enumerate(repeats):
             for turn, total_s in enumerate([first, *follow_ups]):
                 clock += 1
                 new = 1000 if caches and turn == 0 else 0
                 bytes_total += new
-                rows.append(ResultRow(
-                    run_id="schema", server=server, scenario="agent-session", variant="stream", repeat=repeat,
-                    turn=turn, request_kind="first" if turn == 0 else "follow-up", stream=True, started_at=clock,
-                    ttft_s=total_s / 2, total_s=total_s, completion_tokens=16 if caches else 64,
-                    decode_tok_s=40.0 if caches else 20.0, cache_reused=True if caches and turn > 0 else None,
-                    cache_files_new=1 if new else 0, cache_bytes_new=new, cache_bytes_total=bytes_total,
-                    cache_files=[f"kv-{repeat}.safetensors"] if new else [],
-                    ab_diff=None if not caches else ("identical" if turn == 0 else "equivalent")))
+                rows.append(
+                    ResultRow(
+                        run_id="schema",
+                        server=server,
+                        scenario="agent-session",
+                        variant="stream",
+                        repeat=repeat,
+                        turn=turn,
+                        request_kind="first" if turn == 0 else "follow-up",
+                        stream=True,
+                        started_at=clock,
+                        ttft_s=total_s / 2,
+                        total_s=total_s,
+                        completion_tokens=16 if caches else 64,
+                        decode_tok_s=40.0 if caches else 20.0,
+                        cache_reused=True if caches and turn > 0 else None,
+                        cache_files_new=1 if new else 0,
+                        cache_bytes_new=new,
+                        cache_bytes_total=bytes_total,
+                        cache_files=[f"kv-{repeat}.safetensors"] if new else [],
+                        ab_diff=None if not caches else ("identical" if turn == 0 else "equivalent"),
+                    )
+                )
         # Turn 1 of the tools scenario: the reference passes, the other fails a check (a regression).
         for turn in range(2):
             clock += 1
             broken = caches and turn == 1
-            rows.append(ResultRow(
-                run_id="schema", server=server, scenario="tools", variant="stream", turn=turn,
-                request_kind="first" if turn == 0 else "follow-up", stream=True, started_at=clock, total_s=1.0,
-                cache_bytes_total=bytes_total, checks_failed=["tool.calls_missing"] if broken else [],
-                check_evidence={"tool.calls_missing": "finish_reason stop, no tool_calls"} if broken else {}))
+            rows.append(
+                ResultRow(
+                    run_id="schema",
+                    server=server,
+                    scenario="tools",
+                    variant="stream",
+                    turn=turn,
+                    request_kind="first" if turn == 0 else "follow-up",
+                    stream=True,
+                    started_at=clock,
+                    total_s=1.0,
+                    cache_bytes_total=bytes_total,
+                    checks_failed=["tool.calls_missing"] if broken else [],
+                    check_evidence={"tool.calls_missing": "finish_reason stop, no tool_calls"} if broken else {},
+                )
+            )
         clock += 1
-        rows.append(ResultRow(run_id="schema", server=server, scenario="tools", variant="stream", repeat=1, turn=0,
-                              request_kind="first", stream=True, started_at=clock, total_s=50.0,
-                              cache_bytes_total=bytes_total,
-                              **({"stop_cause": "runaway"} if caches else {"error": "ReadTimeout: no answer"})))
+        rows.append(
+            ResultRow(
+                run_id="schema",
+                server=server,
+                scenario="tools",
+                variant="stream",
+                repeat=1,
+                turn=0,
+                request_kind="first",
+                stream=True,
+                started_at=clock,
+                total_s=50.0,
+                cache_bytes_total=bytes_total,
+                **({"stop_cause": "runaway"} if caches else {"error": "ReadTimeout: no answer"}),
+            )
+        )
     return rows
 
 
@@ -109,18 +208,59 @@ def test_summary_frame_columns_are_the_row_fields(run_dir):
 def test_every_field_survives_results_jsonl(tmp_path):
     """A row with no field left at its default comes back equal, each field its own key in the line."""
     full = ResultRow(
-        run_id="r", server="s", scenario="sc", repeat=2, session=1, context_tokens=4000, variant="no-stream",
-        model="m", tool_choice="required", turn=3, request_kind="restart", stream=False, started_at=12.5,
-        ttft_s=0.5, total_s=0.75, ttfb_s=0.01, ttft_content_s=0.6, http_status=200, error="boom",
-        finish_reason="tool_calls", prompt_tokens=900,
-        completion_tokens=12, tokens_source="usage", decode_tok_s=33.0, cached_tokens=800, cache_reused=True,
-        cache_files_new=2, cache_bytes_new=2048, cache_bytes_total=4096, cache_files=["a.safetensors"],
-        content="hi", content_sha="abc", tool_calls=[{"id": "call_1", "function": {"name": "read_file"}}],
-        checks_failed=["stream.empty"], check_evidence={"stream.empty": "no delta"}, check_notes=["note"],
-        ab_diff="different", ab_detail="text differs", stop_cause="stalled", conversation_sha="0123abcd",
-        server_session="s-r0#123", served_from_cache=False, prompt_tok_s=512.0)
-    left_at_default = [name for name, info in ResultRow.model_fields.items() if not info.is_required()
-                       and getattr(full, name) == info.get_default(call_default_factory=True)]
+        run_id="r",
+        server="s",
+        scenario="sc",
+        repeat=2,
+        session=1,
+        context_tokens=4000,
+        variant="no-stream",
+        model="m",
+        tool_choice="required",
+        turn=3,
+        turn_name="content-null",
+        request_kind="restart",
+        stream=False,
+        started_at=12.5,
+        ttft_s=0.5,
+        total_s=0.75,
+        ttfb_s=0.01,
+        ttft_content_s=0.6,
+        http_status=200,
+        error="boom",
+        finish_reason="tool_calls",
+        prompt_tokens=900,
+        completion_tokens=12,
+        tokens_source="usage",
+        decode_tok_s=33.0,
+        cached_tokens=800,
+        cache_reused=True,
+        reuse_source="log",
+        cache_files_new=2,
+        cache_bytes_new=2048,
+        cache_bytes_total=4096,
+        cache_files=["a.safetensors"],
+        content="hi",
+        content_sha="abc",
+        tool_calls=[{"id": "call_1", "function": {"name": "read_file"}}],
+        checks_failed=["stream.empty"],
+        check_evidence={"stream.empty": "no delta"},
+        check_notes=["note"],
+        ab_diff="different",
+        ab_detail="text differs",
+        ab_reference="legacy",
+        stop_cause="stalled",
+        conversation_sha="0123abcd",
+        server_session="s-r0#123",
+        served_from_cache=False,
+        prompt_tok_s=512.0,
+        capture="captures/0001-s-sc-no-stream-t3",
+    )
+    left_at_default = [
+        name
+        for name, info in ResultRow.model_fields.items()
+        if not info.is_required() and getattr(full, name) == info.get_default(call_default_factory=True)
+    ]
     assert left_at_default == []
     run_folder.write_run(tmp_path, [full], None)
     line = json.loads((tmp_path / "results.jsonl").read_text(encoding="utf-8"))
@@ -180,11 +320,15 @@ def test_summary_csv_has_the_documented_columns(run_dir):
     ratios = [r for r in records if r["unit"] == "x"]
     assert stats and ratios
     assert all(r["reference"] == "" for r in stats)
-    first = next(r for r in stats if (r["scenario"], r["server"], r["metric"]) ==
-                 ("agent-session", "legacy", "first_total_s"))
+    first = next(
+        r for r in stats if (r["scenario"], r["server"], r["metric"]) == ("agent-session", "legacy", "first_total_s")
+    )
     assert (int(first["n"]), float(first["median"]), first["unit"]) == (2, 11.0, "s")
-    follow = next(r for r in ratios if (r["scenario"], r["server"], r["metric"]) ==
-                  ("agent-session", "mlx-textgen", "speedup_follow_up"))
+    follow = next(
+        r
+        for r in ratios
+        if (r["scenario"], r["server"], r["metric"]) == ("agent-session", "mlx-textgen", "speedup_follow_up")
+    )
     assert follow["reference"] == "legacy" and float(follow["median"]) == 10.0
     assert int(follow["n"]) == 4 and int(follow["n_reference"]) == 4 and follow["p90"] == ""
     assert follow["significant"] in ("True", "False")
