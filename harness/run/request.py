@@ -114,6 +114,10 @@ def decide_cache_reuse(
 # did not; in between, timing cannot tell.
 TIMING_REUSED_BELOW = 0.5
 TIMING_MISSED_ABOVE = 0.8
+# ... and only where the cold request's prompt was this long: below it, a request's fixed costs (a
+# fresh server's first request pays one-off ones) weigh as much as processing the prompt, and a
+# server that re-processes everything can look twice as fast on its second request.
+TIMING_MIN_PROMPT_TOKENS = 1000
 
 
 @dataclass
@@ -470,7 +474,9 @@ class RequestExecutor:
         if reference is None:
             return None
         cold, cold_prompt = reference
-        if cold_prompt and row.prompt_tokens:
+        if not cold_prompt or cold_prompt < TIMING_MIN_PROMPT_TOKENS:
+            return None
+        if row.prompt_tokens:
             cold *= max(1.0, row.prompt_tokens / cold_prompt)
         if seconds < TIMING_REUSED_BELOW * cold:
             return True
