@@ -27,4 +27,10 @@ def load_run(
     run_dir = Path(run_dir)
     run_meta = load_run_meta(run_dir)
     rows = read_rows(run_dir / RESULTS_FILE) if (run_dir / RESULTS_FILE).exists() else []
-    return summarize(rows, reference=reference or run_meta.get("reference_server"), headline=headline), run_meta
+    summary = summarize(
+        rows,
+        reference=reference or run_meta.get("reference_server"),
+        headline=headline,
+        like_for_like=run_meta.get("like_for_like_server"),
+    )
+    return summary, run_meta

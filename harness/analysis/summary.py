@@ -4,6 +4,12 @@ behaviour verdict (is the new server a drop-in replacement for the old one?).
 
 Everything here is computed from the rows alone, so an interrupted run is summarised from what it
 did measure. Bootstraps use a fixed seed: the same rows always give the same report.
+
+Two references: ``reference`` is the server as users had it ("as deployed"); ``like_for_like``, when
+the run has one, is the same server with the quirks that change the work switched off (the legacy
+server with ``max_tokens`` honoured). Every ratio is formed against both; the headline uses the
+like-for-like one. Answers served without generation (``harness.analysis.served``) are kept out of
+every latency, rate and ratio, and counted on their own.
 """
 
 from __future__ import annotations
@@ -13,28 +19,39 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from harness.analysis import served
+from harness.analysis.stats import NAN, bootstrap_median_ci, clean, describe, ratio_ci
+from harness.checks.exchange import REJECTED
 from harness.core.rows import ResultRow, rows_frame
 
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 1234
 DEFAULT_REFERENCE = "legacy"
 DEFAULT_HEADLINE = "agent-session"
 ALL = "(all)"  # the scenario label of per-server totals
 
-# metric -> (request kinds it covers, or None for every kind; row column; unit)
+# metric -> (request kinds it covers, or None for every kind; frame column; unit). Three times to a
+# first something: ttfb (first byte of the body), ttft (first token of any kind: content, tool call
+# or reasoning) and ttft_content (first visible text).
 METRICS: dict[str, tuple[tuple[str, ...] | None, str, str]] = {
     "first_total_s": (("first",), "total_s", "s"),
     "first_ttft_s": (("first",), "ttft_s", "s"),
+    "first_ttfb_s": (("first",), "ttfb_s", "s"),
+    "first_ttft_content_s": (("first",), "ttft_content_s", "s"),
     "follow_up_total_s": (("follow-up",), "total_s", "s"),
     "follow_up_ttft_s": (("follow-up",), "ttft_s", "s"),
+    "follow_up_ttfb_s": (("follow-up",), "ttfb_s", "s"),
+    "follow_up_ttft_content_s": (("follow-up",), "ttft_content_s", "s"),
     "restart_total_s": (("restart",), "total_s", "s"),
     "side_total_s": (("side",), "total_s", "s"),  # short requests outside the main conversation
+    # Prompt processing on the cold first request (harness.analysis.served: logged or timed).
+    "prompt_tok_s": (("first",), "prompt_rate", "tok/s"),
     "decode_tok_s": (None, "decode_tok_s", "tok/s"),
     "completion_tokens": (None, "completion_tokens", "tokens"),
+    # Answers served without generation, on their own line (never mixed into the figures above).
+    "no_generation_total_s": (None, "total_s", "s"),
 }
+NO_GENERATION_METRICS = {"no_generation_total_s"}
 
 # ratio -> (metric it compares, higher_is_better). Every ratio is oriented so that > 1 means
 # "the other server is better than the reference": reference/other for latencies,
@@ -43,100 +60,14 @@ RATIOS: dict[str, tuple[str, bool]] = {
     "speedup_first": ("first_total_s", False),
     "speedup_follow_up": ("follow_up_total_s", False),
     "speedup_restart": ("restart_total_s", False),
+    "speedup_first_ttft": ("first_ttft_s", False),
+    "speedup_follow_up_ttft": ("follow_up_ttft_s", False),
+    "speedup_prompt": ("prompt_tok_s", True),
     "speedup_decode": ("decode_tok_s", True),
 }
 
 STAT_COLUMNS = ["scenario", "server", "metric", "n", "median", "p90", "ci95_low", "ci95_high", "unit"]
 CSV_COLUMNS = [*STAT_COLUMNS, "reference", "n_reference", "significant"]
-
-NAN = float("nan")
-
-
-# --- statistics ---------------------------------------------------------------------------------
-
-
-def _clean(values: Any) -> np.ndarray:
-    x = np.asarray(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), dtype=float)
-    return x[np.isfinite(x)]
-
-
-def _bootstrap_medians(x: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
-    # Chunked so a long run (thousands of rows) never builds one huge index matrix.
-    out = np.empty(resamples)
-    step = max(1, 2_000_000 // max(1, x.size))
-    for start in range(0, resamples, step):
-        stop = min(resamples, start + step)
-        idx = rng.integers(0, x.size, size=(stop - start, x.size))
-        out[start:stop] = np.median(x[idx], axis=1)
-    return out
-
-
-def bootstrap_median_ci(
-    values: Any, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median; a single value is its own interval."""
-    x = _clean(values)
-    if x.size == 0:
-        return NAN, NAN
-    if x.size == 1:
-        return float(x[0]), float(x[0])
-    meds = _bootstrap_medians(x, np.random.default_rng(seed), resamples)
-    low, high = np.percentile(meds, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def describe(values: Any, **kwargs: Any) -> dict[str, float]:
-    """n, median, p90 and the bootstrap CI of the median (NaN when there is nothing to describe)."""
-    x = _clean(values)
-    if x.size == 0:
-        return {"n": 0, "median": NAN, "p90": NAN, "ci95_low": NAN, "ci95_high": NAN}
-    low, high = bootstrap_median_ci(x, **kwargs)
-    return {
-        "n": int(x.size),
-        "median": float(np.median(x)),
-        "p90": float(np.percentile(x, 90)),
-        "ci95_low": low,
-        "ci95_high": high,
-    }
-
-
-def ratio_ci(
-    reference: Any,
-    other: Any,
-    *,
-    higher_is_better: bool = False,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> dict[str, Any]:
-    """Ratio of medians (> 1: ``other`` is better) with a bootstrap CI, each side resampled on its
-    own. With fewer than two samples on a side there is no interval and no claim of significance."""
-    ref, oth = _clean(reference), _clean(other)
-    out: dict[str, Any] = {
-        "ratio": NAN,
-        "ci95_low": NAN,
-        "ci95_high": NAN,
-        "significant": False,
-        "n_reference": int(ref.size),
-        "n": int(oth.size),
-    }
-    if ref.size == 0 or oth.size == 0:
-        return out
-    num, den = (np.median(oth), np.median(ref)) if higher_is_better else (np.median(ref), np.median(oth))
-    if den <= 0:
-        return out
-    out["ratio"] = float(num / den)
-    if ref.size < 2 or oth.size < 2:
-        return out
-    rng = np.random.default_rng(seed)
-    ref_meds = _bootstrap_medians(ref, rng, resamples)
-    oth_meds = _bootstrap_medians(oth, rng, resamples)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = oth_meds / ref_meds if higher_is_better else ref_meds / oth_meds
-    ratios = ratios[np.isfinite(ratios)]
-    if ratios.size:
-        low, high = np.percentile(ratios, [2.5, 97.5])
-        out.update(ci95_low=float(low), ci95_high=float(high), significant=bool(low > 1 or high < 1))
-    return out
 
 
 # --- row helpers --------------------------------------------------------------------------------
@@ -147,10 +78,13 @@ def _present(value: Any) -> bool:
 
 
 def row_failures(row: Any) -> list[str]:
-    """The checks a row failed, with an error or a harness cut-off as pseudo-checks."""
+    """The checks a row failed, with an error or a harness cut-off as pseudo-checks. A clear 4xx
+    that the scenario accepts (``unsupported_ok``) is an answer, not a failure."""
     checks = row["checks_failed"]
     failed = list(checks) if isinstance(checks, (list, tuple)) else []
-    if _present(row["error"]):
+    notes = row["check_notes"]
+    rejected = isinstance(notes, (list, tuple)) and REJECTED in notes
+    if _present(row["error"]) and not rejected:
         failed.insert(0, "request.error")
     cause = row["stop_cause"]
     if _present(cause) and f"stop.{cause}" not in failed:
@@ -161,7 +95,28 @@ def row_failures(row: Any) -> list[str]:
 def measured_rows(df: pd.DataFrame) -> pd.DataFrame:
     # Latency comes only from requests that completed: an error has no meaningful duration and a
     # runaway/stalled request was cut off by the harness, so its duration is only a lower bound.
-    return df[df["error"].isna() & df["stop_cause"].isna()]
+    # An answer served without generation (a response-cache hit) measures no generation at all.
+    keep = df["error"].isna() & df["stop_cause"].isna()
+    if "no_generation" in df:
+        keep &= ~df["no_generation"].astype(bool)
+    return df[keep]
+
+
+def no_generation_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The answers served without generation (empty for a frame the summary has not marked)."""
+    if "no_generation" not in df:
+        return df.iloc[0:0]
+    return df[df["no_generation"].astype(bool)]
+
+
+def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """The values of ``metric`` in ``df`` (already cut to one server and scenario), from the rows
+    the metric reads: measured rows, or the answers served without generation."""
+    kinds, column, _unit = METRICS[metric]
+    rows = no_generation_rows(df) if metric in NO_GENERATION_METRICS else measured_rows(df)
+    if kinds is not None:
+        rows = rows[rows["request_kind"].isin(kinds)]
+    return rows[column] if column in rows else pd.Series(dtype=float)
 
 
 def _order(values: pd.Series) -> list[str]:
@@ -195,7 +150,7 @@ class Verdict:
 
 @dataclass
 class Summary:
-    reference: str
+    reference: str  # the server as deployed
     servers: list[str]
     scenarios: list[str]
     headline: str | None
@@ -207,10 +162,22 @@ class Summary:
     verdicts: dict[str, Verdict]
     frame: pd.DataFrame = field(repr=False)  # every row, warm-ups included (plots need per-turn data)
     n_rows: int
+    # The reference's like-for-like counterpart (same output length), when the run has one.
+    like_for_like: str | None = None
 
     @property
     def others(self) -> list[str]:
         return [s for s in self.servers if s != self.reference]
+
+    @property
+    def candidates(self) -> list[str]:
+        """The servers under test: every server but the reference and its like-for-like counterpart."""
+        return [s for s in self.servers if s not in (self.reference, self.like_for_like)]
+
+    @property
+    def headline_reference(self) -> str:
+        """The server headline ratios are taken against: the like-for-like one when the run has it."""
+        return self.like_for_like or self.reference
 
     def stat(self, scenario: str | None, server: str, metric: str) -> dict[str, Any]:
         hit = self.stats[
@@ -220,11 +187,21 @@ class Summary:
             return {"n": 0, "median": NAN, "p90": NAN, "ci95_low": NAN, "ci95_high": NAN}
         return hit.iloc[0].to_dict()
 
-    def ratio(self, scenario: str | None, server: str, name: str) -> dict[str, Any] | None:
+    def ratio(
+        self, scenario: str | None, server: str, name: str, reference: str | None = None
+    ) -> dict[str, Any] | None:
+        """``name`` for ``server`` against ``reference`` (default: the reference as deployed)."""
         hit = self.ratios[
-            (self.ratios["scenario"] == scenario) & (self.ratios["server"] == server) & (self.ratios["metric"] == name)
+            (self.ratios["scenario"] == scenario)
+            & (self.ratios["server"] == server)
+            & (self.ratios["metric"] == name)
+            & (self.ratios["reference"] == (reference or self.reference))
         ]
         return None if hit.empty else hit.iloc[0].to_dict()
+
+    def headline_ratio(self, scenario: str | None, server: str, name: str) -> dict[str, Any] | None:
+        """``name`` against the headline reference (like-for-like when the run has one)."""
+        return self.ratio(scenario, server, name, self.headline_reference)
 
     def cache_for(self, server: str, scenario: str = ALL) -> dict[str, Any]:
         hit = self.cache[(self.cache["scenario"] == scenario) & (self.cache["server"] == server)]
@@ -252,19 +229,18 @@ class Summary:
 
 def _stats(df: pd.DataFrame, scenarios: list[str], servers: list[str]) -> pd.DataFrame:
     records = []
-    measured = measured_rows(df)
     for scenario in scenarios:
         for server in servers:
-            part = measured[(measured["scenario"] == scenario) & (measured["server"] == server)]
-            for metric, (kinds, column, unit) in METRICS.items():
-                sel = part if kinds is None else part[part["request_kind"].isin(kinds)]
-                d = describe(sel[column])
+            part = df[(df["scenario"] == scenario) & (df["server"] == server)]
+            for metric, (_kinds, _column, unit) in METRICS.items():
+                d = describe(metric_values(part, metric))
                 if d["n"]:
                     records.append({"scenario": scenario, "server": server, "metric": metric, **d, "unit": unit})
     return pd.DataFrame(records, columns=STAT_COLUMNS)
 
 
-def _ratios(df: pd.DataFrame, scenarios: list[str], reference: str, others: list[str]) -> pd.DataFrame:
+def _ratios(df: pd.DataFrame, scenarios: list[str], pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Every ratio of RATIOS for each (reference, other) pair."""
     cols = [
         "scenario",
         "server",
@@ -278,16 +254,13 @@ def _ratios(df: pd.DataFrame, scenarios: list[str], reference: str, others: list
         "significant",
     ]
     records = []
-    measured = measured_rows(df)
     for scenario in scenarios:
-        part = measured[measured["scenario"] == scenario]
+        part = df[df["scenario"] == scenario]
         for name, (metric, higher) in RATIOS.items():
-            kinds, column, _ = METRICS[metric]
-            sel = part if kinds is None else part[part["request_kind"].isin(kinds)]
-            ref = sel.loc[sel["server"] == reference, column]
-            for other in others:
-                oth = sel.loc[sel["server"] == other, column]
-                if _clean(ref).size == 0 or _clean(oth).size == 0:
+            for reference, other in pairs:
+                ref = metric_values(part[part["server"] == reference], metric)
+                oth = metric_values(part[part["server"] == other], metric)
+                if clean(ref).size == 0 or clean(oth).size == 0:
                     continue
                 r = ratio_ci(ref, oth, higher_is_better=higher)
                 records.append({"scenario": scenario, "server": other, "metric": name, "reference": reference, **r})
@@ -299,7 +272,11 @@ def _cache_record(part: pd.DataFrame) -> dict[str, Any]:
     kinds = sorted(
         {PurePosixPath(str(name)).suffix or "(no extension)" for names in part["cache_files"] for name in (names or [])}
     )
+    # Reuse is read on generated answers only: one served from a response cache says nothing of the
+    # prompt cache.
     live = part[(part["request_kind"] != "warmup") & part["error"].isna()]
+    if "no_generation" in live:
+        live = live[~live["no_generation"].astype(bool)]
     follow = live[live["request_kind"] == "follow-up"]
     restart = live[live["request_kind"] == "restart"]
     end = part.sort_values("started_at")["cache_bytes_total"]
@@ -334,6 +311,8 @@ def _failure_record(part: pd.DataFrame) -> dict[str, Any]:
         "ab_identical": int((ab == "identical").sum()),
         "ab_equivalent": int((ab == "equivalent").sum()),
         "ab_different": int((ab == "different").sum()),
+        "no_generation": len(no_generation_rows(live)),
+        "no_generation_said": int((no_generation_rows(live)["served_from_cache"] == True).sum()),  # noqa: E712
     }
 
 
@@ -385,6 +364,10 @@ CALL_LEVEL_CHECKS = {
     "tool.repeated_call",
     "tool.id_missing",
     "tool.id_duplicate",
+    "tool.id_reused_from_history",
+    "tool.stream_arguments_differ",
+    "stream.tool_name_not_once",
+    "stream.tool_index_reused",
 }
 
 
@@ -431,12 +414,17 @@ def _verdicts(live: pd.DataFrame, reference: str, others: list[str]) -> dict[str
 
 
 def summarize(
-    rows: list[ResultRow] | pd.DataFrame, *, reference: str | None = None, headline: str | None = None
+    rows: list[ResultRow] | pd.DataFrame,
+    *,
+    reference: str | None = None,
+    headline: str | None = None,
+    like_for_like: str | None = None,
 ) -> Summary:
     """Summarises a run's rows. ``reference`` defaults to "legacy" (or the first server seen when no
-    row is from it); ``headline`` to "agent-session" when present, else the first scenario seen."""
+    row is from it); ``headline`` to "agent-session" when present, else the first scenario seen;
+    ``like_for_like`` (the reference's like-for-like counterpart) is used when it has rows."""
     df = rows if isinstance(rows, pd.DataFrame) else rows_frame(list(rows))
-    df = df.reset_index(drop=True)
+    df = served.mark(df.reset_index(drop=True))
     live = df[df["request_kind"] != "warmup"]
     seen_servers = _order(df["server"])
     reference = reference or DEFAULT_REFERENCE
@@ -447,17 +435,42 @@ def summarize(
     if headline is None or headline not in scenarios:
         headline = DEFAULT_HEADLINE if DEFAULT_HEADLINE in scenarios else (scenarios[0] if scenarios else None)
     others = [s for s in servers if s != reference]
+    if like_for_like not in others:
+        like_for_like = None
+    candidates = [s for s in others if s != like_for_like]
+    pairs = [(reference, other) for other in others]
+    if like_for_like:
+        pairs += [(like_for_like, other) for other in candidates]
     return Summary(
         reference=reference,
         servers=servers,
         scenarios=scenarios,
         headline=headline,
         stats=_stats(live, scenarios, servers),
-        ratios=_ratios(live, scenarios, reference, others),
+        ratios=_ratios(live, scenarios, pairs),
         cache=_per_server(df, scenarios, servers, _cache_record),
         failures=_per_server(df, scenarios, servers, _failure_record),
         behaviour=_behaviour(live, servers),
-        verdicts=_verdicts(live, reference, others),
+        # The like-for-like counterpart is a measuring aid, not a server under test.
+        verdicts=_verdicts(live, reference, candidates),
         frame=df,
         n_rows=len(live),
+        like_for_like=like_for_like,
     )
+
+
+__all__ = [
+    "ALL",
+    "CSV_COLUMNS",
+    "METRICS",
+    "RATIOS",
+    "Summary",
+    "bootstrap_median_ci",
+    "describe",
+    "measured_rows",
+    "metric_values",
+    "no_generation_rows",
+    "ratio_ci",
+    "row_failures",
+    "summarize",
+]

@@ -1,7 +1,10 @@
 """Replay: send one planned request over HTTP (streamed or not), time it, and guard against runaways.
 
-Timing is taken on the client side, as a coding agent would see it: ``ttft_s`` is the time to the
-first byte of generated output (text or a tool call), never the role-only first chunk. A stream that
+Timing is taken on the client side, as a coding agent would see it, three ways: ``ttfb_s`` is the
+time to the first byte of the body (a role-only chunk counts), ``ttft_s`` the time to the first
+generated token of any kind (text, a tool call or reasoning), ``ttft_content_s`` the time to the
+first visible text. A server that streams a role chunk at once and everything else at the end shows
+a small ``ttfb_s`` and a ``ttft_s`` as long as the whole request. A stream that
 goes past its budget or repeats one tool call is cut off as ``runaway``; one that stops sending bytes
 for ``idle_timeout_s`` is cut off as ``stalled``. Either way the request becomes a row and the run
 goes on.
@@ -9,13 +12,15 @@ goes on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from harness.capture.sse import SSEReader, delta_has_output
+from harness.capture.sse import SSEReader, delta_has_content, delta_has_output
 
 
 @dataclass
@@ -28,6 +33,7 @@ class CapturedResponse:
     sse: SSEReader | None = None  # stream only: parsed events + framing faults
     transport_error: str | None = None  # None when the HTTP exchange completed
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+    request_body: bytes = b""  # the exact bytes sent, so a failing exchange can be replayed
 
 
 @dataclass
@@ -44,35 +50,52 @@ class Timed:
     """What the clock said about one request."""
 
     captured: CapturedResponse
-    ttft_s: float | None
+    ttft_s: float | None  # first token of any kind
     total_s: float
+    ttfb_s: float | None = None  # first byte of the body
+    ttft_content_s: float | None = None  # first visible text
+
+
+def conversation_sha(body: dict[str, Any]) -> str:
+    """What a response cache keys on: the request's messages and tools (not stream, max_tokens or
+    sampling), hashed; equal for two requests that carry the same conversation."""
+    key = json.dumps({"messages": body.get("messages"), "tools": body.get("tools")}, sort_keys=True)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
 TOOL_MARKUP = ("<tool_call>", "<function=", "<|channel|>commentary", "[TOOL_REQUEST]")
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as sent: UTF-8 JSON, compact, non-ASCII kept (what httpx's ``json=`` sends)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def send(
     client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str] | None = None
 ) -> Timed:
     """Sends one chat-completions request and captures everything needed for the checks."""
-    if body.get("stream"):
-        return _send_stream(client, url, body, limits, headers or {})
-    return _send_plain(client, url, body, limits, headers or {})
+    content = encode_body(body)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    timed = (_send_stream if body.get("stream") else _send_plain)(client, url, content, limits, sent)
+    timed.captured.request_body = content
+    return timed
 
 
-def _send_plain(
-    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str]
-) -> Timed:
+def _send_plain(client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str]) -> Timed:
     started = time.perf_counter()
     timeout = httpx.Timeout(limits.request_timeout_s, connect=10.0)
     status: int | None = None
     data = bytearray()
+    first_byte: float | None = None
     # The body is read as it arrives: httpx's read timeout only bounds the gap between two bytes,
     # so a server trickling a body forever is cut off here, at the whole-request budget.
     try:
-        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+        with client.stream("POST", url, content=content, timeout=timeout, headers=headers) as response:
             status = response.status_code
             for chunk in response.iter_bytes():
+                if first_byte is None and chunk:
+                    first_byte = time.perf_counter() - started
                 data.extend(chunk)
                 if time.perf_counter() - started > limits.request_timeout_s:
                     total = time.perf_counter() - started
@@ -85,13 +108,16 @@ def _send_plain(
                         transport_error=f"answer still arriving after {limits.request_timeout_s:g} s "
                         f"({len(data)} bytes so far)",
                     )
-                    return Timed(captured, ttft_s=None, total_s=total)
+                    return Timed(captured, ttft_s=None, total_s=total, ttfb_s=first_byte)
         total = time.perf_counter() - started
         captured = CapturedResponse(
             stream=False, http_status=status, body=bytes(data), sse=None, transport_error=None, stop_cause=None
         )
-        # Nothing arrives before the whole body, so the first token is seen when the body is.
-        return Timed(captured, ttft_s=total, total_s=total)
+        # Nothing can be read before the whole body, so the first token (and any text) is seen when
+        # the body is.
+        return Timed(
+            captured, ttft_s=total, total_s=total, ttfb_s=first_byte, ttft_content_s=_plain_content_at(data, total)
+        )
     except httpx.TimeoutException as exc:
         total = time.perf_counter() - started
         error = (
@@ -102,7 +128,7 @@ def _send_plain(
         captured = CapturedResponse(
             stream=False, http_status=status, body=bytes(data), sse=None, transport_error=error, stop_cause="stalled"
         )
-        return Timed(captured, ttft_s=None, total_s=total)
+        return Timed(captured, ttft_s=None, total_s=total, ttfb_s=first_byte)
     except httpx.HTTPError as exc:
         total = time.perf_counter() - started
         captured = CapturedResponse(
@@ -113,15 +139,26 @@ def _send_plain(
             transport_error=_describe(exc),
             stop_cause=None,
         )
-        return Timed(captured, ttft_s=None, total_s=total)
+        return Timed(captured, ttft_s=None, total_s=total, ttfb_s=first_byte)
+
+
+def _plain_content_at(data: bytearray, total: float) -> float | None:
+    """``total`` when a non-streamed body carries visible text, else None (a tool-call-only answer)."""
+    try:
+        parsed = json.loads(bytes(data))
+    except ValueError:
+        return None
+    return total if isinstance(parsed, dict) and delta_has_content(parsed) else None
 
 
 def _send_stream(
-    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str]
+    client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str]
 ) -> Timed:
     reader = SSEReader()
     started = time.perf_counter()
     first_output: float | None = None
+    first_byte: float | None = None
+    first_content: float | None = None
     status: int | None = None
     transport_error: str | None = None
     stop_cause: str | None = None
@@ -130,13 +167,17 @@ def _send_stream(
     # The read timeout is the idle timeout: httpx raises when no byte arrives for that long.
     timeout = httpx.Timeout(limits.idle_timeout_s, connect=10.0)
     try:
-        with client.stream("POST", url, json=body, timeout=timeout, headers=headers) as response:
+        with client.stream("POST", url, content=content, timeout=timeout, headers=headers) as response:
             status = response.status_code
             for chunk in response.iter_raw():
                 now = time.perf_counter() - started
+                if first_byte is None and chunk:
+                    first_byte = now
                 for event in reader.feed(chunk, now):
                     if first_output is None and delta_has_output(event.payload):
                         first_output = event.arrived_s
+                    if first_content is None and delta_has_content(event.payload):
+                        first_content = event.arrived_s
                     cause = _runaway_cause(event.payload, call_names, text_so_far, len(reader.events), limits)
                     if cause:
                         stop_cause = "runaway"
@@ -166,7 +207,7 @@ def _send_stream(
         transport_error=transport_error,
         stop_cause=stop_cause,
     )
-    return Timed(captured, ttft_s=first_output, total_s=total)
+    return Timed(captured, ttft_s=first_output, total_s=total, ttfb_s=first_byte, ttft_content_s=first_content)
 
 
 def _runaway_cause(

@@ -98,18 +98,33 @@ class SSEReader:
         return event
 
 
-def delta_has_output(payload: dict[str, Any] | None) -> bool:
-    """True when a chunk carries generated output (text or a tool call), not just the role."""
-    if not payload:
-        return False
-    for choice in payload.get("choices") or []:
+# Delta keys that carry model reasoning rather than visible text (servers differ in the name).
+REASONING_KEYS = ("reasoning_content", "reasoning")
+
+
+def _deltas(payload: dict[str, Any] | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(choice, delta) for each choice of a chunk that has a dict delta (or message)."""
+    found = []
+    for choice in (payload or {}).get("choices") or []:
         if not isinstance(choice, dict):
             continue
         delta = choice.get("delta") or choice.get("message") or {}
-        if not isinstance(delta, dict):
-            continue
-        if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
+        if isinstance(delta, dict):
+            found.append((choice, delta))
+    return found
+
+
+def delta_has_output(payload: dict[str, Any] | None) -> bool:
+    """True when a chunk carries a generated token of any kind (text, a tool call or reasoning), not
+    just the role."""
+    for choice, delta in _deltas(payload):
+        if delta.get("content") or delta.get("tool_calls") or any(delta.get(k) for k in REASONING_KEYS):
             return True
         if choice.get("text") or choice.get("tool_calls"):
             return True
     return False
+
+
+def delta_has_content(payload: dict[str, Any] | None) -> bool:
+    """True when a chunk carries visible text (what a chat client shows), not a tool call or reasoning."""
+    return any(delta.get("content") or choice.get("text") for choice, delta in _deltas(payload))

@@ -4,14 +4,20 @@ Replay captures each exchange as a ``CapturedResponse``; ``extract_answer`` turn
 OpenAI client would have got, and ``run_checks`` lists what a client depending on the OpenAI shape
 would trip over. Failed checks are names with a family prefix, so reports and gates can group them:
 
-- ``http.*``     the exchange itself (status, transport)
+- ``http.*``     the exchange itself (status, transport, a server error on a valid request):
+                 ``harness.checks.exchange``
 - ``schema.*``   non-streamed body shape (``openai.types.chat.ChatCompletion``), finish reason, usage
-- ``stream.*``   SSE framing and chunk shape (``ChatCompletionChunk``), finish chunk, ``[DONE]``
-- ``tool.*``     tool calls: missing, raw markup left in the text, unknown names, repeats, bad JSON
+- ``stream.*``   SSE framing and chunk shape (``ChatCompletionChunk``), finish chunk, ``[DONE]``; the
+                 deltas (role once, names whole, distinct indexes, usage last): ``harness.checks.streamed_calls``
+- ``tool.*``     tool calls: missing, raw markup left in the text, unknown names, repeats, bad JSON,
+                 ids, tool_choice none / named (``harness.checks.request_rules``), streamed vs not
+                 (``harness.checks.pairs``)
+- ``param.*``    request parameters the answer does not honour (``stop``): ``harness.checks.request_rules``
 - ``expect.*``   the scenario's per-turn expectations, and the legacy canned fallback text
 - ``runaway.*``  the harness had to cut the request off
 
-Notes are documented quirks seen that are not failures (``tool.note_*``).
+Notes are documented quirks seen that are not failures (``tool.note_*``, ``stream.note_*``, ``http.note_*``).
+Every name is described in ``harness.checks.catalogue`` (and docs/checks.md, generated from it).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import difflib
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -28,54 +33,16 @@ from pydantic import ValidationError
 
 from harness.capture.http import CapturedResponse
 from harness.capture.sse import SSEReader, delta_has_output
-from harness.checks import toolcalls
+from harness.checks import exchange, request_rules, streamed_calls, toolcalls
+from harness.checks.outcome import Answer, CheckOutcome, short
 from harness.core.rows import ResultRow
 from harness.scenario.definition import PlannedRequest
-
-EVIDENCE_CHARS = 200
 
 # The legacy server's answer when generation failed: HTTP 200 with this text (and it gets cached).
 CANNED_FALLBACK = re.compile(r"\s*I received \d+ message\(s\) and \d+ tool\(s\) are available\.\s*")
 
 # Non-string JSON-schema types that a string argument value does not satisfy.
 _NON_STRING_TYPES = {"integer", "number", "boolean", "array", "object"}
-
-
-@dataclass
-class Answer:
-    """What the client would have got."""
-
-    content: str | None
-    tool_calls: list[dict[str, Any]]  # [{"id", "name", "arguments": dict or raw string}]
-    finish_reason: str | None
-    usage: dict[str, Any] | None
-
-
-@dataclass
-class CheckOutcome:
-    failed: list[str] = field(default_factory=list)
-    evidence: dict[str, str] = field(default_factory=dict)  # check or note name -> short evidence
-    notes: list[str] = field(default_factory=list)
-
-    def fail(self, name: str, evidence: str = "") -> None:
-        """Records a failed check; the first evidence of a check is the one kept."""
-        if name not in self.failed:
-            self.failed.append(name)
-            self.evidence[name] = _short(evidence)
-
-    def note(self, name: str, evidence: str = "") -> None:
-        if name not in self.notes:
-            self.notes.append(name)
-            self.evidence[name] = _short(evidence)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def _short(text: str, limit: int = EVIDENCE_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,25 +141,19 @@ def _stream_answer(reader: SSEReader) -> Answer:
 def run_checks(resp: CapturedResponse, answer: Answer, request: PlannedRequest) -> CheckOutcome:
     """Every check that applies to this exchange; failures are recorded, never raised."""
     out = CheckOutcome()
-    if resp.stop_cause:
-        name = "runaway.stalled" if resp.stop_cause == "stalled" else "runaway.stopped"
-        out.fail(name, f"cut off by the harness ({resp.stop_cause}) after {len(resp.body or b'')} bytes")
-    if resp.transport_error:
-        out.fail("http.transport_error", resp.transport_error)
-    if resp.http_status is not None and resp.http_status != 200:
-        out.fail("http.status", f"HTTP {resp.http_status}: {(resp.body or b'')[:80]!r}")
+    if exchange.check_exchange(resp, request, out):
         return out
-    if resp.http_status is None and not resp.body:
-        return out  # nothing came back: the transport error is the whole story
     # A cut-off answer is partial: end-of-answer checks and expectations would only repeat that.
     complete = not (resp.stop_cause or resp.transport_error)
     if resp.stream:
         _check_stream(resp, answer, out, complete)
+        streamed_calls.check_deltas(_reader(resp).events, request, out, complete)
     elif complete:
         _check_body(resp, answer, out)
     _check_tools(answer, request, out, complete)
     if complete:
         _check_expect(answer, request, out)
+        request_rules.check_request_rules(answer, request, out)
     if answer.content and CANNED_FALLBACK.fullmatch(answer.content):
         out.fail("expect.canned_fallback", f"canned legacy text: {answer.content.strip()!r}")
     return out
@@ -224,7 +185,7 @@ def _map_validation(exc: ValidationError, out: CheckOutcome, stream: bool, where
         elif stream and "tool_calls" in loc and last == "index" and kind == "missing":
             out.fail("stream.tool_delta_no_index", f"{where}{path} missing")
         else:
-            seen = "" if kind == "missing" else f" (got {_short(repr(value), 60)})"
+            seen = "" if kind == "missing" else f" (got {short(repr(value), 60)})"
             out.fail(other, f"{where}{path}: {error.get('msg')}{seen}")
 
 
@@ -295,6 +256,7 @@ def _check_stream(resp: CapturedResponse, answer: Answer, out: CheckOutcome, com
             out.note("stream.note_done_unterminated", fault)
         elif complete or not fault.startswith(("stream ended", "last event not terminated")):
             out.fail("stream.framing", fault)
+    exchange.check_error_events(reader.events, out)
     done_at = None
     finish_events: list[int] = []
     has_output = False
@@ -373,10 +335,12 @@ def _note_tool_quirks(calls: list[dict[str, Any]], request: PlannedRequest, out:
     earlier = toolcalls.history_call_ids(request.messages)
     for position, call in enumerate(calls):
         call_id = call.get("id")
-        if call_id and (call_id in earlier or call_id == f"call_{position}"):
-            # Positional ids (legacy: call_0, call_1, ...) restart every answer, so they repeat.
-            where = "already used earlier in the conversation" if call_id in earlier else "positional"
-            out.note("tool.note_ids_repeat_across_turns", f"id {call_id!r} is {where}")
+        if call_id and call_id in earlier:
+            # The client already holds a call with this id: its tool result would answer both.
+            out.fail("tool.id_reused_from_history", f"id {call_id!r} of the call to {call['name']} is in the history")
+        elif call_id == f"call_{position}":
+            # Positional ids (legacy: call_0, call_1, ...) restart every answer, so they will repeat.
+            out.note("tool.note_ids_repeat_across_turns", f"id {call_id!r} is positional")
         arguments = call["arguments"]
         if not isinstance(arguments, dict):
             continue
@@ -423,6 +387,9 @@ def _check_expect(answer: Answer, request: PlannedRequest, out: CheckOutcome) ->
     # Under tool_choice "required" a call is the right answer even to a plain question.
     if expect.no_tool_calls and calls and not required:
         out.fail("expect.no_tool_calls", f"got {[toolcalls.signature(c) for c in calls][:3]}")
+    if expect.content and not (answer.content or "").strip():
+        what = f"{len(calls)} tool call(s) and " if calls else ""
+        out.fail("expect.content_empty", f"{what}no text (content {answer.content!r})")
     if expect.content_contains is not None and expect.content_contains not in (answer.content or ""):
         out.fail("expect.content_contains", f"{expect.content_contains!r} not in {(answer.content or '')[:80]!r}")
     if expect.finish_reason is not None and answer.finish_reason != expect.finish_reason:
@@ -453,7 +420,7 @@ def _content_diff(a: str, b: str, max_lines: int = 4) -> list[str]:
     diff = difflib.unified_diff(a.splitlines(), b.splitlines(), "reference", "other", n=0, lineterm="")
     changed = [line for line in diff if line[:1] in "-+" and not line.startswith(("---", "+++"))]
     if len(a.splitlines()) > 1 or len(b.splitlines()) > 1:
-        lines.extend(_short(line, 100) for line in changed[:max_lines])
+        lines.extend(short(line, 100) for line in changed[:max_lines])
     return lines
 
 
@@ -471,7 +438,7 @@ def ab_compare(reference: ResultRow | None, other: ResultRow | None) -> tuple[st
         if (err := _row_error(row))
     ]
     if errors:
-        return "different", _short("; ".join(errors), 300)
+        return "different", short("; ".join(errors), 300)
 
     content_a, content_b = reference.content or "", other.content or ""
     sha_differs = reference.content is None and other.content is None and reference.content_sha != other.content_sha
@@ -496,7 +463,7 @@ def ab_compare(reference: ResultRow | None, other: ResultRow | None) -> tuple[st
     if not same_finish:
         lines.append(f"finish_reason: {reference.finish_reason!r} vs {other.finish_reason!r}")
     if canon_a != canon_b:
-        lines.append(_short(f"tool_calls: {canon_a} vs {canon_b}", 240))
+        lines.append(short(f"tool_calls: {canon_a} vs {canon_b}", 240))
     if norm_a != norm_b:
         lines.extend(_content_diff(content_a, content_b))
     elif sha_differs:

@@ -1,5 +1,6 @@
-"""The `harness` command: run a comparison, build the offline model, rebuild a report, and the
-verdict commands (gate, claims, readme). Errors are one paragraph naming the cause and the fix."""
+"""The `harness` command: run a comparison, build the offline model, rebuild a report, write the
+catalogue of checks (docs/checks.md), the verdict commands (gate, claims, readme) and the traffic
+commands (record, import). Errors are one paragraph naming the cause and the fix."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.cli import traffic_commands
 from harness.core.errors import HarnessError, Interrupted
 
 
@@ -66,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         variant = row.variant.replace("tool_choice=", "")
         # soft_wrap: one line per request even on a narrow (or non-tty, 80-column) console.
         console.print(
-            f"  {row.server:12} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
+            f"  {row.server:13} {row.scenario:16} {variant:18} turn {row.turn:>2} {row.request_kind:10} "
             f"{total:>7}  {status}",
             soft_wrap=True,
         )
@@ -119,6 +121,25 @@ def _print_report(run_dir: Path) -> None:
     Console(highlight=False).print(console_table(summary, meta))
 
 
+def cmd_checks_doc(args: argparse.Namespace) -> int:
+    """Writes docs/checks.md from the catalogue of checks; with --check, says whether it is stale."""
+    from harness.checks.catalogue import DOC_PATH, render_markdown
+
+    path = Path(args.out or DOC_PATH)
+    text = render_markdown()
+    if args.check:
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != text:
+            print(f"{path} is stale: run `harness checks-doc` to regenerate it", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(path)
+    return 0
+
+
 def _existing_run_dir(value: str) -> Path:
     from harness.core.errors import ConfigError
 
@@ -136,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start each server in turn, replay the scenarios, write the report")
-    run.add_argument("--servers", help="comma-separated server names (default: legacy,mlx-textgen)")
-    run.add_argument("--scenarios", help="comma-separated scenario names or YAML paths")
+    run.add_argument("--servers", help="comma-separated server names (default: legacy,legacy-capped,mlx-textgen)")
+    run.add_argument("--scenarios", help="comma-separated scenario names, YAML files, or folders of them")
     run.add_argument("--model", help="a local mlx-lm model folder (default: the built-in offline model)")
     run.add_argument("--out", help="folder for run folders (default: reports)")
     run.add_argument("--repeats", type=int, help="replay each scenario N times per server")
@@ -190,7 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
 
+    checks_doc = sub.add_parser("checks-doc", help="write docs/checks.md: every check, what it means, an example")
+    checks_doc.add_argument("--out", help="file to write (default: docs/checks.md)")
+    checks_doc.add_argument("--check", action="store_true", help="only say whether the file is up to date")
+    checks_doc.set_defaults(func=cmd_checks_doc)
+
     _add_verdict_commands(sub)
+    traffic_commands.register_commands(sub)
     return parser
 
 

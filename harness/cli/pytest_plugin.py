@@ -154,6 +154,7 @@ def benchmark_figures(summary: Any, meta: dict[str, Any]) -> dict[str, Any]:
         "model": (meta.get("model") or {}).get("name"),
         "scenario": scenario,
         "reference": summary.reference,
+        "like_for_like": summary.like_for_like,
         "status": meta.get("status"),
         "servers": {},
         "ratios": {},
@@ -172,12 +173,18 @@ def benchmark_figures(summary: Any, meta: dict[str, Any]) -> dict[str, Any]:
             "requests": int(fails.get("requests") or 0),
             "errors": int(fails.get("errors") or 0),
             "rows_failing_checks": int(fails.get("check_failures") or 0),
+            "answered_without_generation": int(fails.get("no_generation") or 0),
+            "prompt_tok_s": _num(summary.stat(scenario, server, "prompt_tok_s")["median"]),
         }
+    names = ("speedup_first", "speedup_follow_up", "speedup_restart", "speedup_prompt", "speedup_decode")
     for server in summary.others:
         figures["ratios"][server] = {
-            name: _num((summary.ratio(scenario, server, name) or {}).get("ratio"))
-            for name in ("speedup_first", "speedup_follow_up", "speedup_restart", "speedup_decode")
+            name: _num((summary.ratio(scenario, server, name) or {}).get("ratio")) for name in names
         }
+        if summary.like_for_like and server in summary.candidates:
+            figures["ratios"][server]["like_for_like"] = {
+                name: _num((summary.headline_ratio(scenario, server, name) or {}).get("ratio")) for name in names
+            }
         verdict = summary.verdicts.get(server)
         figures["conformance"][server] = {
             "drop_in": verdict.drop_in if verdict else None,

@@ -1,13 +1,17 @@
 """Verdicts on a run folder, as `harness` subcommands:
 
     harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails
-    harness claims README.md --run RUN_DIR          each claim in a README table: confirmed / refuted /
-                                                    not comparable / not measured (harness.verdicts.claims)
+    harness gate RUN_DIR --write-expectations F    the run's behaviour failures as the known ones of F
+    harness claims README.md --run RUN_DIR          each claim of a file (tables, bullet points, sentences):
+                                                    confirmed / refuted / not comparable / not measured
+                                                    (harness.verdicts.claims), and the lines skipped
     harness readme RUN_DIR [--update README.md]     the comparison table, written between markers
                                                     (harness.presentation.readme_table)
+    harness compare RUN_A RUN_B [...]               runs side by side (harness.analysis.compare); with
+                                                    --fail-on-regression PCT, exit 1 on a regression
 
 All three read only the rows and run.json the run wrote. Bad input (a missing or incomplete run
-folder, a README without a table, a gate naming an unknown metric) is a HarnessError: the CLI prints
+folder, a file without a claim, a gate naming an unknown metric) is a HarnessError: the CLI prints
 it and exits 2.
 """
 
@@ -37,6 +41,8 @@ def run_gate(
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    if args.write_expectations:
+        return write_expectations_file(args.run_dir, args.write_expectations)
     results, text = run_gate(args.run_dir, args.config, args.baseline)
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n", encoding="utf-8")
@@ -44,15 +50,30 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 1 if failed(results) else 0
 
 
+def write_expectations_file(run_dir: str | Path, path: str | Path) -> int:
+    """``harness gate RUN_DIR --write-expectations FILE``: the run's behaviour failures become the
+    known ones of FILE (the gate then fails only on others)."""
+    from harness.analysis.run_folder import load_run
+    from harness.verdicts.expectations import write_expectations
+
+    summary, meta = load_run(require_run_dir(run_dir))
+    count = write_expectations(path, summary, meta)
+    print(
+        f"{path}: {count} known behaviour failure(s) of run {meta.get('run_id') or run_dir} "
+        f"({', '.join(summary.servers)} on {', '.join(summary.scenarios)})"
+    )
+    return 0
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from harness.analysis.run_folder import load_run
     from harness.verdicts.claims import REFUTED, read_claims, report_markdown, verify_claims
 
-    table = read_claims(args.readme)
+    claims = read_claims(args.readme)
     run_dir = require_run_dir(args.run)
     summary, meta = load_run(run_dir)
     report = verify_claims(
-        table,
+        claims,
         summary,
         meta,
         reference=args.reference,
@@ -81,6 +102,37 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.analysis.compare import compare_runs, load_runs, regressions
+    from harness.core.errors import ConfigError
+    from harness.presentation.compare_report import compare_blocks, write_compare
+    from harness.presentation.render import render_markdown
+
+    if len(args.runs) < 2:
+        raise ConfigError("compare needs at least two run folders: RUN_A (the base) and RUN_B [RUN_C ...].")
+    runs = load_runs([require_run_dir(path) for path in args.runs])
+    comparison = compare_runs(runs, scenarios=_csv(args.scenarios), servers=_csv(args.servers))
+    if comparison.mismatches and not args.allow_mismatch:
+        raise ConfigError(
+            "the runs are not comparable: "
+            + "; ".join(comparison.mismatches)
+            + ". Compare runs of the same model, machine and scenarios, or pass --allow-mismatch to compare "
+            "them anyway (the output is then flagged)."
+        )
+    pct = args.fail_on_regression
+    found = regressions(comparison, pct) if pct is not None else None
+    blocks = compare_blocks(comparison, found, pct)
+    print(render_markdown(blocks), end="")
+    out = Path(args.out) if args.out else runs[-1].path
+    paths = write_compare(comparison, out, blocks)
+    print(f"\nwritten: {paths['md']} and {paths['html']}")
+    return 1 if found is not None and not found.empty else 0
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def register_commands(sub: Any) -> None:
     """Adds gate, claims and readme to the `harness` command's subparsers."""
     from harness.verdicts.claims import TOLERANCE
@@ -92,10 +144,20 @@ def register_commands(sub: Any) -> None:
         "--baseline", help="a saved run folder: no ratio may fall below it by more than max_baseline_regression_pct"
     )
     gate.add_argument("--json", metavar="FILE", help="also write the gate results as JSON")
+    gate.add_argument(
+        "--write-expectations",
+        metavar="FILE",
+        help="write the run's behaviour failures to FILE as the known ones (TOML, or JSON for .json), "
+        "instead of gating; point [tool.harness.gate] expectations at it",
+    )
     gate.set_defaults(func=cmd_gate)
 
-    claims = sub.add_parser("claims", help="verdict each claim of a README comparison table against a run")
-    claims.add_argument("readme", help="markdown file with a | Metric | old | new | Improvement | table")
+    claims = sub.add_parser(
+        "claims", help="verdict each claim of a markdown file (tables, bullet points, sentences) against a run"
+    )
+    claims.add_argument(
+        "readme", help="markdown file with claims: a | Metric | old | new | Improvement | table, bullets or sentences"
+    )
     claims.add_argument("--run", required=True, help="the run folder to check the claims against")
     claims.add_argument("--reference", help="run server standing for the table's old-server column")
     claims.add_argument("--server", help="run server standing for the table's new-server column")
@@ -118,3 +180,25 @@ def register_commands(sub: Any) -> None:
         help="replace the table between the <!-- harness:comparison:start/end --> markers in FILE",
     )
     readme.set_defaults(func=cmd_readme)
+
+    compare = sub.add_parser(
+        "compare", help="runs side by side (before/after a change): medians, 95%% intervals, ratios, significance"
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="the base run, then the runs to compare with it")
+    compare.add_argument(
+        "--fail-on-regression",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when a figure of a later run is significantly worse than the base by more than PCT%%",
+    )
+    compare.add_argument("--scenarios", help="comma-separated scenarios to compare (default: those in common)")
+    compare.add_argument("--servers", help="comma-separated servers to compare (default: those in common)")
+    compare.add_argument(
+        "--out", metavar="DIR", help="where compare-vs-<base run>.md and .html go (default: the last run folder)"
+    )
+    compare.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="compare runs of another model, machine or scenario set anyway, flagged",
+    )
+    compare.set_defaults(func=cmd_compare)

@@ -5,6 +5,8 @@ names the cause and the fix; the CLI prints it as one paragraph and exits non-ze
     ├── ConfigError      bad harness.toml / CLI values, unknown server names, unwritable run folder
     ├── ModelError       model folder missing or not loadable by mlx-lm
     ├── ScenarioError    (harness.scenario.definition) invalid scenario or tool-schema file
+    ├── InputError       `harness import`: a file that is not JSON or not a known traffic format, a folder
+    │                    with nothing to import
     └── ServerError      a server exited during start-up, never became ready, or could not be started
 
     Interrupted (a BaseException, like KeyboardInterrupt): SIGINT/SIGTERM of the harness; it unwinds
@@ -27,6 +29,10 @@ class ModelError(HarnessError):
 
 
 class ServerError(HarnessError):
+    pass
+
+
+class InputError(HarnessError):
     pass
 
 

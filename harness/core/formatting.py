@@ -22,7 +22,7 @@ def fmt_value(value: Any, unit: str = "s") -> str:
         return f"{value:,.0f} s" if value >= 1000 else f"{value:.3g} s"
     if unit == "tokens":
         return f"{value:.0f}"
-    return f"{value:.3g} {unit}"
+    return f"{value:,.0f} {unit}" if value >= 1000 else f"{value:.3g} {unit}"
 
 
 def fmt_bytes(n: Any) -> str:

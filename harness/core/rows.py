@@ -45,13 +45,19 @@ class ResultRow(BaseModel):
     model: str | None = None
     tool_choice: str | None = None
     turn: int
+    # The turn's label in the scenario (e.g. the request shape it sends), if it has one.
+    turn_name: str | None = None
     request_kind: RequestKind
     stream: bool
     started_at: float
-    # Time to the first content or tool-call byte (not the role-only chunk); for a non-streamed
-    # request it equals total_s because nothing arrives before the whole body.
+    # Time to the first token of any kind: content, tool-call or reasoning delta (not the role-only
+    # chunk); for a non-streamed request it equals total_s because nothing arrives before the body.
     ttft_s: float | None = None
     total_s: float | None = None
+    # Time to the first byte of the response body (a role-only chunk counts), and to the first
+    # visible content (text the user would see; None when the answer has none).
+    ttfb_s: float | None = None
+    ttft_content_s: float | None = None
     http_status: int | None = None
     error: str | None = None
     finish_reason: str | None = None
@@ -86,6 +92,9 @@ class ResultRow(BaseModel):
     check_notes: list[str] = Field(default_factory=list)
     ab_diff: str | None = None
     ab_detail: str | None = None
+    # What the A/B diff compared this answer with: the reference server's name, or "recorded" (the
+    # answer recorded with a recorded request, the reference wherever there is one).
+    ab_reference: str | None = None
     stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
     # A damaged cache (a turn's damage_cache_after): the damage done to a copy of the server's cache
     # dirs before this part of the session ("truncate", ..., or the references "intact" / "empty"),
@@ -96,6 +105,20 @@ class ResultRow(BaseModel):
     fault_action: str | None = None
     fault_outcome: str | None = None
     fault_evidence: str | None = None
+    # What a response cache keys on: the SHA-256 (first 16 hex digits) of the request's messages and
+    # tools, so an identical earlier conversation can be recognised whatever the transport options.
+    conversation_sha: str | None = None
+    # Which server process answered (a restart or a crash starts a new session): an in-memory
+    # response cache lives only as long as its process.
+    server_session: str | None = None
+    # The server's own word (log line or counters) that it answered from a response cache without
+    # generating; None when the server does not say.
+    served_from_cache: bool | None = None
+    # The prompt-processing rate the server logged for this request (tokens/s); None when it logs none.
+    prompt_tok_s: float | None = None
+    # The folder under the run folder (e.g. "captures/0007-legacy-...") that keeps this request's
+    # exact body, the raw answer and a curl line replaying it; set for requests that failed a check.
+    capture: str | None = None
 
 
 class ResultWriter:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.analysis.run_folder import load_run
 from harness.core.errors import ConfigError
-from harness.presentation.report import comparison_table_md
+from harness.presentation.comparison import comparison_table_md
 
 START = "<!-- harness:comparison:start -->"
 END = "<!-- harness:comparison:end -->"

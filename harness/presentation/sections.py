@@ -1,9 +1,11 @@
-"""Report sections that exist only for some runs: the cache-perfect bound (``--bound``), the load
-table (``--concurrency``), growth over a long session, eviction under pressure (interleaved
+"""Report sections that exist only for some runs: answers served without generation, recorded
+sessions (``harness record`` / ``harness import`` scenarios), the cache-perfect bound (``--bound``),
+the load table (``--concurrency``), growth over a long session, eviction under pressure (interleaved
 sessions) and damaged caches. Each returns report blocks, or nothing when the run has no such data."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,128 @@ from harness.analysis.concurrency import load_frame
 from harness.analysis.damage import damage_frame
 from harness.analysis.eviction import eviction_frame
 from harness.analysis.growth import PER_TURNS, UNBOUNDED_FLOOR_MB, UNBOUNDED_SHARE, growth_frame
-from harness.analysis.summary import Summary
-from harness.core.formatting import fmt_value
+from harness.analysis.summary import Summary, no_generation_rows
+from harness.core.formatting import fmt_value, is_nan
+
+RECORDED_NOTE = (
+    "Each request of a recorded session was replayed as recorded (messages, tools, tool_choice and "
+    "parameters as the client sent them, only the model name swapped). Per turn and server: the time, "
+    "what failed and why (an HTTP error with the start of its body), and how the answer compares with "
+    "the one recorded with the request, where there is one."
+)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and is_nan(value)) and value != ""
+
+
+def turn_outcome(row: Any) -> str:
+    """One request's outcome in a few words: ok, or what failed and its evidence."""
+    evidence = row["check_evidence"] if isinstance(row["check_evidence"], dict) else {}
+    failed = list(row["checks_failed"]) if isinstance(row["checks_failed"], (list, tuple)) else []
+    if _present(row["error"]):
+        text = evidence.get("http.status") or f"error: {row['error']}"
+    elif failed:
+        first = evidence.get(failed[0])
+        text = "fails " + ", ".join(failed) + (f" ({first})" if first else "")
+    else:
+        text = "ok"
+    if evidence.get("server.log"):
+        text += f"; the server logged: {evidence['server.log']}"
+    if _present(row["total_s"]):
+        text = f"{fmt_value(row['total_s'])}: {text}"
+    if row.get("ab_reference") == "recorded" and _present(row["ab_diff"]):
+        text += f"; vs the recorded answer: {row['ab_diff']}"
+    return text
+
+
+def recorded_blocks(summary: Summary, run_meta: dict[str, Any]) -> list[tuple]:
+    """The report's "Recorded sessions" section: per recorded scenario, each turn on each server,
+    and the notes its recording or import left; empty when the run replayed none."""
+    recorded = run_meta.get("recorded_scenarios") or {}
+    frame = summary.frame
+    if not recorded or frame.empty:
+        return []
+    blocks: list[tuple] = []
+    for name, info in recorded.items():
+        part = frame[(frame["scenario"] == name) & (frame["request_kind"] != "warmup")]
+        if part.empty:
+            continue
+        servers = [server for server in summary.servers if server in set(part["server"])]
+        several_modes = part["variant"].nunique() > 1
+        rows = []
+        for (variant, turn), at in part.groupby(["variant", "turn"], sort=True):
+            cells: list[Any] = [variant] if several_modes else []
+            cells += [int(turn), at.iloc[0]["request_kind"]]
+            for server in servers:
+                outcomes = [turn_outcome(row) for _, row in at[at["server"] == server].iterrows()]
+                cells.append(" / ".join(dict.fromkeys(outcomes)) or "not run")
+            rows.append(cells)
+        columns = (["Mode"] if several_modes else []) + ["Turn", "Kind", *servers]
+        turns = info.get("turns") or []
+        blocks += [
+            ("h3", f"{name} ({len(turns)} requests, from `{info.get('source', '?')}`)"),
+            ("table", pd.DataFrame(rows, columns=columns)),
+        ]
+        notes = Counter(note for turn in turns for note in turn.get("notes") or [])
+        if notes:
+            blocks += [
+                ("p", "What the recording or import could not carry over (requests affected):"),
+                ("ul", [f"{note} ({count} of {len(turns)})" for note, count in notes.items()]),
+            ]
+    return [("h2", "Recorded sessions"), ("p", RECORDED_NOTE), *blocks] if blocks else []
+
+
+MAX_NO_GENERATION_LISTED = 40
+
+
+def counters_text(counters: Any) -> str:
+    """A server's own counters (e.g. the legacy server's /health) as "cache.hits=15, ..."; numbers only."""
+    found: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append(f"{prefix}={value:g}")
+
+    walk("", counters)
+    return ", ".join(found)
+
+
+def no_generation_blocks(summary: Summary, run_meta: dict[str, Any]) -> list[tuple]:
+    """The report's "Answered without generation" section: each such answer and why it was recognised,
+    and the server's own counters where it keeps them. Empty when there was none."""
+    rows = no_generation_rows(summary.frame)
+    rows = rows[rows["request_kind"] != "warmup"]
+    if rows.empty:
+        return []
+    text = (
+        "These answers came without generation: a response cache replayed an identical earlier "
+        "conversation. They are in the behaviour checks (a client receives them) but in no time, "
+        "rate, ratio, gate or claim."
+    )
+    counts = rows.groupby("server").size()
+    items = [f"{server}: {int(n)} answers" for server, n in counts.items()]
+    for server, meta in (run_meta.get("servers") or {}).items():
+        hits = [
+            (s.get("counters") or {}).get("cache", {}).get("hits")
+            for s in meta.get("sessions") or []
+            if isinstance((s.get("counters") or {}).get("cache"), dict)
+        ]
+        hits = [h for h in hits if isinstance(h, int)]
+        if hits:
+            items.append(f"{server}'s own counters report {sum(hits)} response-cache hits over its sessions")
+    shown = rows.sort_values("started_at").head(MAX_NO_GENERATION_LISTED)
+    table = pd.DataFrame(
+        [
+            [r["server"], r["scenario"], r["variant"], r["turn"], fmt_value(r["total_s"]), r["no_generation_why"]]
+            for _, r in shown.iterrows()
+        ],
+        columns=["Server", "Scenario", "Variant", "Turn", "Total time", "Why"],
+    )
+    return [("h2", "Answered without generation"), ("p", text), ("ul", items), ("table", table)]
 
 
 def bound_blocks(summary: Summary, run_dir: Path) -> list[tuple]:

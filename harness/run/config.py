@@ -2,9 +2,10 @@
 ``[tool.harness]`` in pyproject.toml, then ``harness.toml`` (or ``--config FILE``), then the CLI.
 
     [tool.harness]                      # or top level of harness.toml
-    servers = ["legacy", "mlx-textgen"]
+    servers = ["legacy", "legacy-capped", "mlx-textgen"]
     scenarios = ["agent-session", "short-chat"]
-    reference = "legacy"
+    reference = "legacy"                # the server as deployed: "as deployed" ratios
+    like_for_like = "legacy-capped"     # the reference with max_tokens honoured: headline ratios
     repeats = 1
     warmup = false                      # one unmeasured request after each server start
     context_tokens = [1000, 2000, 4000] # replay scenarios with their system prompt at these sizes
@@ -41,9 +42,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.core.errors import ConfigError
-from harness.server.spec import BUILTIN_SERVERS, ServerSpec, legacy_spec
+from harness.server.spec import BUILTIN_SERVERS, LIKE_FOR_LIKE_SERVER, ServerSpec, legacy_spec
 
-DEFAULT_SERVERS = ["legacy", "mlx-textgen"]
+# The legacy server as deployed, the same server with max_tokens honoured (the like-for-like
+# reference of the headline ratios), and the new server.
+DEFAULT_SERVERS = ["legacy", LIKE_FOR_LIKE_SERVER, "mlx-textgen"]
 DEFAULT_SCENARIOS = ["agent-session", "short-chat", "tools-hermes"]
 API_KEY_ENV = "HARNESS_API_KEY"
 
@@ -90,6 +93,9 @@ class RunConfig(BaseModel):
     servers: list[str] = Field(default_factory=lambda: list(DEFAULT_SERVERS))
     scenarios: list[str] = Field(default_factory=lambda: list(DEFAULT_SCENARIOS))
     reference: str = "legacy"
+    # The reference's like-for-like counterpart (same output length): the headline ratios are taken
+    # against it when it is among the servers, the "as deployed" ones against ``reference``.
+    like_for_like: str | None = LIKE_FOR_LIKE_SERVER
     model: str | None = None
     repeats: int = Field(default=1, ge=1)
     out: str = "reports"
@@ -122,6 +128,11 @@ class RunConfig(BaseModel):
 
         return parse_sizes(value)
 
+    def like_for_like_server(self) -> str | None:
+        """``like_for_like`` when it is compared in this run (and is not the reference), else None."""
+        name = self.like_for_like
+        return name if name and name in self.servers and name != self.reference else None
+
     def public_dump(self) -> dict[str, Any]:
         """The config as recorded in run.json: the API key never leaves memory."""
         data = self.model_dump()
@@ -140,8 +151,8 @@ class RunConfig(BaseModel):
                     f"use one of {', '.join(BUILTIN_SERVERS)}."
                 )
             if base in BUILTIN_SERVERS:
-                if base == "legacy":
-                    spec = legacy_spec(override.quirks if override else None)
+                if base in ("legacy", LIKE_FOR_LIKE_SERVER):
+                    spec = BUILTIN_SERVERS[base](override.quirks if override else None)
                 elif base == "mlx-textgen":
                     spec = BUILTIN_SERVERS[base](override.extra_args if override else None)
                 else:
@@ -208,14 +219,14 @@ def load_config(
     if pyproject.is_file():
         section = _read_toml(pyproject).get("tool", {}).get("harness", {})
         if section:
-            data.update(section)
+            data.update(_anchor_paths(section, pyproject.parent))
             sources.append(f"{pyproject} [tool.harness]")
     file = config_file or (project_dir / "harness.toml" if (project_dir / "harness.toml").is_file() else None)
     if file is not None:
         file = Path(file)
         if not file.is_file():
             raise ConfigError(f"config file {file} not found. Pass an existing file to --config.")
-        _deep_merge(data, _read_toml(file))
+        _deep_merge(data, _anchor_paths(_read_toml(file), file.parent))
         sources.append(str(file))
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -229,6 +240,18 @@ def load_config(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
             "See the field list at the top of harness/config.py."
         ) from None
+
+
+def _anchor_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``section`` with the file paths it names made absolute against ``base``, the folder of the
+    file that names them, so that they mean the same from any working directory."""
+    gate = section.get("gate")
+    if isinstance(gate, dict):
+        for key in ("expectations",):
+            value = gate.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                gate[key] = str((base / value).resolve())
+    return section
 
 
 def _deep_merge(into: dict[str, Any], data: dict[str, Any]) -> None:

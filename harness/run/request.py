@@ -4,8 +4,13 @@ Every way the harness sends a request goes through ``RequestExecutor``: a scenar
 (``runner``), N sessions at once (``concurrent``) and the warm-up after each start. It works in two
 steps because what a request leaves on disk is only known later:
 
-- ``send``: the HTTP exchange, timed (``capture.http``), its answer checked (``checks``), the row
-  built, the API key masked in it, and the A/B diff against the reference server's row filled in;
+- ``send``: the HTTP exchange, timed (``capture.http``), then ``build_row``: its answer checked
+  (``checks``), the row built, the streamed / non-streamed pair check (``run.pairs``), the API key
+  masked in it, the A/B diff filled in (against the answer recorded with the request where it
+  carries one, else against the reference server's row), and, for a failing request, its capture
+  (``run.captures``: exact request, raw answer, a curl line) written under the run folder.
+  ``build_row`` takes any captured exchange, so an exchange the harness only observed
+  (``harness record``) becomes a row by the same code;
 - ``finish``: the cache files that appeared since the request was sent, the cache-reuse decision
   (``decide_cache_reuse``, the only place that rule lives), then the row goes to the sink
   (results.jsonl and the progress line).
@@ -20,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,12 +36,17 @@ from typing import Any
 import httpx
 
 from harness.capture import cachefiles
-from harness.capture.http import CapturedResponse, ReplayLimits, send
+from harness.capture.http import CapturedResponse, ReplayLimits, Timed, conversation_sha, send
 from harness.checks import conformance
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
+from harness.run.captures import needs_capture, write_capture
+from harness.run.pairs import StreamPairs
 from harness.scenario.definition import PlannedRequest, Scenario
 from harness.server.process import ServerProcess, describe_exit
+
+# A row keeps this much of an answer's text (content_sha covers all of it).
+ROW_CONTENT_CHARS = 4000
 
 # Reusing a chat template's first few tokens is not a working prompt cache: reuse counts only when
 # at least this share of the prompt came from the cache.
@@ -103,6 +114,10 @@ def decide_cache_reuse(
 # did not; in between, timing cannot tell.
 TIMING_REUSED_BELOW = 0.5
 TIMING_MISSED_ABOVE = 0.8
+# ... and only where the cold request's prompt was this long: below it, a request's fixed costs (a
+# fresh server's first request pays one-off ones) weigh as much as processing the prompt, and a
+# server that re-processes everything can look twice as fast on its second request.
+TIMING_MIN_PROMPT_TOKENS = 1000
 
 
 @dataclass
@@ -141,6 +156,45 @@ class _Conversation:
     last_whole_prompt: int | None = None
 
 
+# The evidence key of the server's own log line about a failed request (not a check of its own).
+SERVER_LOG_EVIDENCE = "server.log"
+_LOG_ERROR = re.compile(r"\bERROR\b|\bError\b|Exception|Traceback")
+_LOG_EVIDENCE_CHARS = 200
+
+
+def server_log_error(log_text: str) -> str | None:
+    """The first error a server logged for a request, with the line after it (where loggers put
+    the message of a validation error or the cause of a traceback), on one line; None if none."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if _LOG_ERROR.search(line):
+            text = " | ".join(lines[index : index + 2])
+            return text if len(text) <= _LOG_EVIDENCE_CHARS else text[: _LOG_EVIDENCE_CHARS - 3] + "..."
+    return None
+
+
+# ``ab_reference`` of a row whose A/B diff is against the answer recorded with its request.
+RECORDED = "recorded"
+
+
+def recorded_answer_row(response: dict[str, Any], like: ResultRow) -> ResultRow:
+    """The answer recorded with a request (a ``chat.completion`` object) as a row like ``like``, read
+    the way a client reads an answer, so the A/B diff compares it as it would a server's."""
+    captured = CapturedResponse(stream=False, http_status=200, body=json.dumps(response).encode())
+    answer = conformance.extract_answer(captured)
+    return like.model_copy(
+        update={
+            "server": RECORDED,
+            "http_status": 200,
+            "error": None,
+            "content": (answer.content or "")[:ROW_CONTENT_CHARS] if answer.content is not None else None,
+            "content_sha": _content_sha(answer.content),
+            "tool_calls": answer.tool_calls,
+            "finish_reason": answer.finish_reason,
+        }
+    )
+
+
 class ReferenceRows:
     """The reference server's rows, kept so that each other server's row of the same request (same
     scenario, mode, turn and session) gets an A/B diff. Safe to share between session threads."""
@@ -159,6 +213,7 @@ class ReferenceRows:
             reference = self._rows.get(key)
         if reference is not None:
             row.ab_diff, row.ab_detail = conformance.ab_compare(reference, row)
+            row.ab_reference = self.reference_server
 
 
 @dataclass(frozen=True)
@@ -185,6 +240,7 @@ class RequestExecutor:
         sink: Callable[[ResultRow], None],
         references: ReferenceRows | None = None,
         observations: ServerObservations | None = None,
+        pairs: StreamPairs | None = None,
     ) -> None:
         self.context = context
         self.sink = sink
@@ -194,6 +250,7 @@ class RequestExecutor:
         # Called with each finished row and its log text just before the row goes to the sink (the
         # damaged-cache runs fill in what the server did there).
         self.annotate: Callable[[ResultRow, str | None], None] | None = None
+        self.pairs = pairs
 
     @property
     def server(self) -> ServerProcess:
@@ -202,7 +259,6 @@ class RequestExecutor:
     def send(self, client: httpx.Client, request: PlannedRequest, kind: RequestKind, session: int = 0) -> ResultRow:
         """Sends ``request``, checks the answer and returns its row (cache fields not yet filled)."""
         ctx, server = self.context, self.context.server
-        spec = server.spec
         body = request.body(server.model_id or ctx.model_name)
         url = server.base_url + "/v1/chat/completions"
         ask_usage = self._ask_stream_usage(request)
@@ -218,9 +274,32 @@ class RequestExecutor:
             started_at = time.time()
             timed = send(client, url, body, ctx.limits)
         rss_after = server.tree_rss_bytes()
-        answer = conformance.extract_answer(timed.captured)
+        row = self.build_row(request, kind, timed, started_at, session, body=body, url=url)
+        row.rss_before_bytes, row.rss_after_bytes = rss_before, rss_after
         if ask_usage and self.observations.stream_usage != "refused" and timed.captured.http_status == 200:
-            self.observations.stream_usage = "sent" if answer.usage else "ignored"
+            # prompt_tokens comes only from usage: whether the stream carried any
+            self.observations.stream_usage = "sent" if row.prompt_tokens is not None else "ignored"
+        return row
+
+    def build_row(
+        self,
+        request: PlannedRequest,
+        kind: RequestKind,
+        timed: Timed,
+        started_at: float,
+        session: int = 0,
+        body: dict[str, Any] | None = None,
+        url: str | None = None,
+    ) -> ResultRow:
+        """The row of one captured exchange: its answer checked, tokens counted, the API key masked
+        and the A/B diff filled in (cache fields not yet filled). ``send`` calls it on the exchange
+        it made; the recording proxy on each exchange it passed through."""
+        ctx, server = self.context, self.context.server
+        spec = server.spec
+        model = server.model_id or ctx.model_name
+        body = body if body is not None else request.body(model)  # as sent: the pair key, the capture
+        url = url or server.base_url + "/v1/chat/completions"
+        answer = conformance.extract_answer(timed.captured)
         self._note_fingerprint(timed.captured)
         outcome = conformance.run_checks(timed.captured, answer, request)
         usage = answer.usage or {}
@@ -236,9 +315,9 @@ class RequestExecutor:
         error = timed.captured.transport_error
         if error is None and timed.captured.http_status not in (200, None):
             error = f"HTTP {timed.captured.http_status}"
-            if _refuses_model(timed.captured, body["model"]):
+            if _refuses_model(timed.captured, model):
                 error += (
-                    f": the server refused the model name '{body['model']}' "
+                    f": the server refused the model name '{model}' "
                     f"({timed.captured.body[:200].decode('utf-8', 'replace')}). Set request_model for "
                     f"[tool.harness.server.{spec.name}] in harness.toml to the id the server expects "
                     "(GET /v1/models lists it)."
@@ -262,6 +341,7 @@ class RequestExecutor:
             model=ctx.model_name,
             tool_choice=tool_choice_text(request.tool_choice),
             turn=request.turn,
+            turn_name=request.name,
             request_kind=kind,
             stream=request.stream,
             started_at=started_at,
@@ -275,20 +355,30 @@ class RequestExecutor:
             tokens_source="usage" if completion is not None else ("counted" if counted is not None else None),
             decode_tok_s=decode,
             cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
-            content=(answer.content or "")[:4000] if answer.content is not None else None,
-            content_sha=hashlib.sha256((answer.content or "").encode()).hexdigest()[:16],
+            content=(answer.content or "")[:ROW_CONTENT_CHARS] if answer.content is not None else None,
+            content_sha=_content_sha(answer.content),
             tool_calls=answer.tool_calls,
             checks_failed=outcome.failed,
             check_evidence=outcome.evidence,
             check_notes=outcome.notes,
             stop_cause=timed.captured.stop_cause,
             context_tokens=ctx.scenario.context_tokens,
-            rss_before_bytes=rss_before,
-            rss_after_bytes=rss_after,
+            ttfb_s=timed.ttfb_s,
+            ttft_content_s=timed.ttft_content_s,
+            conversation_sha=conversation_sha(body),
+            server_session=server.session_id,
         )
+        if self.pairs is not None:
+            self.pairs.check(row, body)
         row = redact_row(row, spec.api_key)  # a server may echo the key back (content, error body)
-        if self.references is not None:
+        if request.recorded_response is not None:
+            recorded = recorded_answer_row(request.recorded_response, row)
+            row.ab_diff, row.ab_detail = conformance.ab_compare(recorded, row)
+            row.ab_reference = RECORDED
+        elif self.references is not None:
             self.references.compare(row)
+        if needs_capture(row):
+            row.capture = write_capture(ctx.run_dir, row, timed.captured, url, spec.api_key)
         return row
 
     def finish(
@@ -307,6 +397,11 @@ class RequestExecutor:
         row.cache_bytes_total = delta.total_bytes
         row.cache_files_total = len(after.files)
         row.cache_files = [os.path.relpath(path, self.context.run_dir) for path in delta.new_files]
+        if log_text and (row.error or row.http_status not in (200, None)):
+            # A server that fails mid-stream has already sent "200 OK": its log says why.
+            logged = server_log_error(log_text)
+            if logged:
+                row.check_evidence[SERVER_LOG_EVIDENCE] = self.server.redact(logged)
         log_reused, log_tokens = self.server.cache_reuse_from_log(log_text) if log_text else (None, None)
         conversation = self._conversations.setdefault((row.session, row.conversation), _Conversation())
         reused_tokens = row.cached_tokens if row.cached_tokens is not None else log_tokens
@@ -320,6 +415,8 @@ class RequestExecutor:
         if row.prompt_tokens is not None and row.request_kind != "side":
             extra = (row.cached_tokens or 0) if includes is False else 0
             conversation.last_whole_prompt = row.prompt_tokens + extra
+        if log_text:
+            row.served_from_cache, row.prompt_tok_s = self.server.answer_facts_from_log(log_text)
         if self.annotate is not None:
             self.annotate(row, log_text)
         self.sink(row)
@@ -387,7 +484,9 @@ class RequestExecutor:
         if reference is None:
             return None
         cold, cold_prompt = reference
-        if cold_prompt and row.prompt_tokens:
+        if not cold_prompt or cold_prompt < TIMING_MIN_PROMPT_TOKENS:
+            return None
+        if row.prompt_tokens:
             cold *= max(1.0, row.prompt_tokens / cold_prompt)
         if seconds < TIMING_REUSED_BELOW * cold:
             return True
@@ -421,6 +520,10 @@ def _system_fingerprint(captured: CapturedResponse) -> str | None:
         if isinstance(payload, dict) and isinstance(payload.get("system_fingerprint"), str):
             return str(payload["system_fingerprint"])
     return None
+
+
+def _content_sha(content: str | None) -> str:
+    return hashlib.sha256((content or "").encode()).hexdigest()[:16]
 
 
 def tool_choice_text(choice: str | dict[str, Any] | None) -> str | None:

@@ -27,6 +27,7 @@ from harness.run import bound, concurrent
 from harness.run.config import RunConfig
 from harness.run.meta import RunMeta, machine_info, model_record, new_run_id, package_versions, prepare_run_dir
 from harness.run.model_groups import ModelGroup, ensure_models, group_by_model
+from harness.run.pairs import StreamPairs
 from harness.run.request import ReferenceRows, RequestContext, RequestExecutor, ServerObservations, redact_row
 from harness.scenario.context_size import scale_groups
 from harness.scenario.definition import (
@@ -75,6 +76,7 @@ class Runner:
         self.references = ReferenceRows(config.reference)
         # What each server showed about itself (stream usage, prompt_tokens convention, fingerprints).
         self.observations: dict[str, ServerObservations] = {}
+        self.pairs = StreamPairs()  # streamed and non-streamed answers to the same request
         self.writer: ResultWriter | None = None
         self.meta: RunMeta | None = None
         self.request_serial = 0  # numbers every planned request of the run (cache-bust lines)
@@ -95,6 +97,7 @@ class Runner:
                 "finished_at": None,
                 "status": "running",
                 "reference_server": self.config.reference,
+                "like_for_like_server": self.config.like_for_like_server(),
                 "config": self.config.public_dump(),
                 "model": model_record(first.path, first.builtin) if first else None,
                 "scenario_models": {
@@ -107,6 +110,12 @@ class Runner:
                     for group in self.groups
                     for scenario in group.scenarios
                     if (info := self._scenario_info(scenario))
+                },
+                "recorded_scenarios": {
+                    scenario.name: recorded_record(scenario)
+                    for group in self.groups
+                    for scenario in group.scenarios
+                    if scenario.recorded
                 },
                 "machine": machine_info(),
                 "versions": package_versions(),
@@ -183,7 +192,7 @@ class Runner:
             limits=self.limits,
         )
         observations = self.observations.setdefault(server.spec.name, ServerObservations())
-        return RequestExecutor(context, self.write_row, self.references, observations)
+        return RequestExecutor(context, self.write_row, self.references, observations, self.pairs)
 
     # -- one server on one model -----------------------------------------------------------
     def _new_server(self, spec: ServerSpec, group: ModelGroup, home: Path, tag: str) -> ServerProcess:
@@ -208,6 +217,7 @@ class Runner:
 
     def _stop(self, server: ServerProcess) -> None:
         assert self.meta is not None
+        server.read_counters()  # the server's own counters (response-cache hits), while it still answers
         server.stop()
         entry = self.meta.server_entry(server.spec)
         entry["sessions"].append(server.session_record())
@@ -492,6 +502,17 @@ class Runner:
             self.say(message)
             self.meta.save()
         return True
+
+
+def recorded_record(scenario: Scenario) -> dict[str, Any]:
+    """run.json's entry for a recorded scenario: where it came from and, per turn, its notes."""
+    return {
+        "source": scenario.source,
+        "turns": [
+            {"turn": index, "notes": list(turn.notes), "recorded_answer": turn.response is not None}
+            for index, turn in enumerate(scenario.turns)
+        ],
+    }
 
 
 def run(

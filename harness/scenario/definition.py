@@ -30,8 +30,16 @@ tool_choice and parameters, only ``model`` swapped for the server's own id::
         response: {...}        # the recorded answer, when there is one (the A/B reference)
         notes: ["..."]         # what the import could not convert, said once here
         expect: {...}          # optional, as on any turn
+        name: content-null     # optional on any turn: a short label that reports show
 
 The harness never "cleans" a recorded request: the shapes real clients send are what breaks servers.
+The one change besides ``model``: when a mode turns streaming off, ``stream_options`` goes too (it is
+only valid on a streamed request, and a client that does not stream does not send it).
+
+Scenarios that belong together name a ``family`` (e.g. ``client-shapes``); ``--scenarios FAMILY``
+selects every built-in scenario of that family. ``unsupported_ok: true`` says that a clear 4xx
+naming what is unsupported is an acceptable answer to any of the scenario's requests (a 5xx, a
+dropped connection or a hang never is).
 
 A generated scenario has a ``generate:`` block instead of ``turns`` (``harness.scenario.generated``
 builds the turns, deterministically from a seed, out of another scenario's material)::
@@ -104,6 +112,8 @@ class ExpectedCall(_Strict):
 class Expect(_Strict):
     tool_calls: list[ExpectedCall] | None = None
     no_tool_calls: bool = False
+    # The answer carries text (e.g. the follow-up after a tool result): not empty, not only calls.
+    content: bool = False
     content_contains: str | None = None
     finish_reason: str | None = None
 
@@ -116,6 +126,8 @@ CACHE_DAMAGE = CACHE_DAMAGE_REFERENCES + CACHE_DAMAGE_FAULTS
 
 
 class Turn(_Strict):
+    # A short label of what the turn is about (e.g. the request shape), shown in reports.
+    name: str | None = None
     user: str | None = None
     tool_results: list[str] | None = None
     # A recorded request body, replayed as it is (see the module docstring), with the answer that
@@ -213,6 +225,10 @@ class Generate(_Strict):
 class Scenario(_Strict):
     name: str
     description: str = ""
+    # Scenarios of one family are selected together by the family's name (``--scenarios FAMILY``).
+    family: str | None = None
+    # A clear 4xx that names what is unsupported is an acceptable answer to this scenario's requests.
+    unsupported_ok: bool = False
     system: str | TextOrFile | None = None
     tools: str | list[dict[str, Any]] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -290,6 +306,10 @@ class PlannedRequest:
     raw: dict[str, Any] | None = None
     # The answer recorded with it, when there is one.
     recorded_response: dict[str, Any] | None = None
+    # The turn's label (``name:`` in the scenario), if it has one.
+    name: str | None = None
+    # A clear 4xx naming what is unsupported is an acceptable answer (the scenario's ``unsupported_ok``).
+    unsupported_ok: bool = False
 
     def body(self, model_id: str) -> dict[str, Any]:
         """The JSON body of the chat-completions request."""
@@ -298,6 +318,8 @@ class PlannedRequest:
             raw["model"] = model_id
             if bool(raw.get("stream", False)) != self.stream:
                 raw["stream"] = self.stream
+                if not self.stream:
+                    raw.pop("stream_options", None)  # only valid on a streamed request
             if self.tool_choice != raw.get("tool_choice") and self.tool_choice is not None:
                 raw["tool_choice"] = self.tool_choice
             return raw
@@ -538,20 +560,53 @@ def builtin_scenarios(directory: Path | None = None) -> dict[str, Path]:
     return found
 
 
+def builtin_families(directory: Path | None = None) -> dict[str, list[Path]]:
+    """Family name -> the built-in scenario files that belong to it, in name order."""
+    families: dict[str, list[Path]] = {}
+    for path in builtin_scenarios(directory).values():
+        try:
+            family = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("family")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # a broken file is reported when it is selected by name
+        if isinstance(family, str) and family:
+            families.setdefault(family, []).append(path)
+    return families
+
+
 def resolve_scenarios(names_or_paths: list[str], directory: Path | None = None) -> list[Scenario]:
-    """Loads scenarios by built-in name or by path; an unknown name lists the known ones."""
+    """Loads scenarios by built-in name, family name, file path, or every ``*.yaml`` of a folder (the
+    sessions ``harness record`` or ``harness import`` wrote); an unknown name lists the known ones."""
     known = builtin_scenarios(directory)
+    families: dict[str, list[Path]] | None = None
     loaded = []
     for item in names_or_paths:
         if item in known:
             loaded.append(load_scenario(known[item]))
-        elif Path(item).is_file():
+            continue
+        if Path(item).is_file():
             loaded.append(load_scenario(Path(item)))
-        else:
-            raise ScenarioError(
-                f"unknown scenario '{item}'. Built-in scenarios: {', '.join(known) or 'none'}; "
-                "or give the path of a scenario YAML file."
-            )
+            continue
+        if Path(item).is_dir():
+            files = sorted(Path(item).glob("*.yaml"))
+            if not files:
+                raise ScenarioError(f"{item}: a folder with no .yaml scenario file in it. Give a scenario file or name")
+            loaded.extend(load_scenario(file) for file in files)
+            continue
+        families = builtin_families(directory) if families is None else families
+        if item in families:
+            loaded.extend(load_scenario(path) for path in families[item])
+            continue
+        raise ScenarioError(
+            f"unknown scenario '{item}'. Built-in scenarios: {', '.join(known) or 'none'}; families: "
+            f"{', '.join(families) or 'none'}; or give the path of a scenario YAML file, or of a folder of them."
+        )
+    names = [scenario.name for scenario in loaded]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ScenarioError(
+            f"scenario name(s) {', '.join(repeated)} given more than once: rows are told apart by scenario "
+            "name, so each scenario may run once per run. Rename one ('name:' in its file) or drop it."
+        )
     return loaded
 
 
@@ -621,6 +676,8 @@ def plan_requests(
                 restart_after=turn.restart_after,
                 conversation=turn.conversation,
                 damage_after=turn.damage_cache_after,
+                name=turn.name,
+                unsupported_ok=scenario.unsupported_ok,
             )
         )
         if turn.reply is not None:
@@ -653,6 +710,8 @@ def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | Non
         expect=turn.expect,
         restart_after=turn.restart_after,
         side=True,
+        name=turn.name,
+        unsupported_ok=scenario.unsupported_ok,
     )
 
 
@@ -660,21 +719,39 @@ def _recorded_request(
     scenario: Scenario, turn: Turn, index: int, stream: bool | None, tool_choice: str | None
 ) -> PlannedRequest:
     """A recorded request, replayed as recorded; a mode's ``stream`` / ``tool_choice`` still apply."""
-    raw = turn.request or {}
-    params = {key: value for key, value in raw.items() if key not in _BODY_FIELDS}
+    planned = recorded_request(scenario.name, index, turn.request or {}, turn.response, stream, tool_choice)
+    planned.expect = turn.expect
+    planned.restart_after = turn.restart_after
+    planned.side = turn.side
+    planned.name = turn.name
+    planned.unsupported_ok = scenario.unsupported_ok
+    return planned
+
+
+def recorded_request(
+    scenario: str,
+    turn: int,
+    body: dict[str, Any],
+    response: dict[str, Any] | None = None,
+    stream: bool | None = None,
+    tool_choice: str | None = None,
+) -> PlannedRequest:
+    """The PlannedRequest of a whole chat-completions ``body``, sent as it is (see ``body``); also how
+    the recording proxy describes a request it passed through, so the checks see it the same way."""
+    params = {key: value for key, value in body.items() if key not in _BODY_FIELDS}
+    messages = body.get("messages")
+    tools = body.get("tools")
     return PlannedRequest(
-        scenario=scenario.name,
-        turn=index,
-        messages=raw["messages"],
-        tools=raw.get("tools") or [],
+        scenario=scenario,
+        turn=turn,
+        messages=messages if isinstance(messages, list) else [],
+        tools=tools if isinstance(tools, list) else [],
         params=params,
-        stream=stream if stream is not None else bool(raw.get("stream", False)),
-        tool_choice=tool_choice or raw.get("tool_choice"),
-        expect=turn.expect,
-        restart_after=turn.restart_after,
-        side=turn.side,
-        raw=raw,
-        recorded_response=turn.response,
+        stream=stream if stream is not None else bool(body.get("stream", False)),
+        tool_choice=tool_choice or body.get("tool_choice"),
+        expect=None,
+        raw=body,
+        recorded_response=response,
     )
 
 

@@ -129,6 +129,7 @@ class ServerProcess:
         self.stopped = False
         self.exit_code: int | None = None
         self._log_offset = 0
+        self.counters: dict[str, Any] | None = None  # the server's own counters, read before it stops
         self._rss_stop = threading.Event()
         self._rss_thread: threading.Thread | None = None
 
@@ -434,6 +435,40 @@ class ServerProcess:
             return False, 0
         return None, None
 
+    @property
+    def session_id(self) -> str:
+        """Names this server process (a restart or a crash starts a new one): the log's name and the
+        process id, or the address of a server the harness did not start."""
+        if self.spec.base_url or self.process is None:
+            return f"{self.spec.name}@{self.base_url}"
+        return f"{self.log_path.stem}#{self.process.pid}"
+
+    def answer_facts_from_log(self, text: str) -> tuple[bool | None, float | None]:
+        """(answered from a response cache?, prompt tokens/s) from the log lines of one request;
+        None for what the server's log does not say."""
+        served = None
+        if self.spec.served_from_cache_pattern:
+            served = re.search(self.spec.served_from_cache_pattern, text) is not None
+        rate = None
+        if self.spec.prompt_rate_pattern:
+            match = re.search(self.spec.prompt_rate_pattern, text)
+            if match:
+                with contextlib.suppress(ValueError, IndexError):
+                    rate = float(match.group(1))
+        return served, rate
+
+    def read_counters(self) -> dict[str, Any] | None:
+        """The server's own counters (``counters_path``, e.g. the legacy server's /health), kept on
+        ``counters``; None when it has none or does not answer."""
+        if not self.spec.counters_path or not self.started or self.stopped:
+            return self.counters
+        try:
+            data = httpx.get(self.base_url + self.spec.counters_path, headers=self.headers, timeout=2.0).json()
+        except (httpx.HTTPError, ValueError):
+            return self.counters
+        self.counters = data if isinstance(data, dict) else {"value": data}
+        return self.counters
+
     def shims(self) -> list[str]:
         """Shims the MLX-Textgen launcher reports having applied (empty for other servers)."""
         found = []
@@ -480,6 +515,7 @@ class ServerProcess:
             "peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1) if self.peak_rss_bytes else None,
             "log": str(self.log_path),
             "exit_code": self.exit_code,
+            **({"counters": self.counters} if self.counters is not None else {}),
         }
 
 

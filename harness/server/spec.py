@@ -31,6 +31,12 @@ class ServerSpec:
     # Log lines that tell, per request, whether the server reused a prompt cache.
     reuse_pattern: str | None = None
     miss_pattern: str | None = None
+    # A log line saying a request was answered from a response cache, without generating.
+    served_from_cache_pattern: str | None = None
+    # A log line giving the prompt-processing rate of a request: its first group is the tokens/s.
+    prompt_rate_pattern: str | None = None
+    # An endpoint answering the server's own counters as JSON (read at the end of each session).
+    counters_path: str | None = None
     # API key sent as a bearer token and, where the server takes one, passed on its command line.
     api_key: str | None = None
     api_key_args: list[str] = field(default_factory=list)
@@ -61,6 +67,9 @@ def with_capacity(spec: ServerSpec, capacity: int | None) -> ServerSpec:
         env={**spec.env, **{key: value.replace("{capacity}", fill) for key, value in spec.capacity_env.items()}},
     )
 
+
+# The built-in like-for-like counterpart of the legacy server (see ``legacy_capped_spec``).
+LIKE_FOR_LIKE_SERVER = "legacy-capped"
 
 LEGACY_QUIRK_FLAGS = {
     # quirk name: (flag that turns the quirk OFF or the switch ON, default value of the quirk)
@@ -98,7 +107,20 @@ def legacy_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
         miss_pattern=r"processing full prompt of \d+ tokens",
         # The original's KV-cache size limit (files); its cache never writes one, so it changes nothing.
         capacity_env={"MLX_KV_CACHE_MAX_SIZE": "{capacity}"},
+        served_from_cache_pattern=r"response cache hit",
+        prompt_rate_pattern=r"; prompt (\d+(?:\.\d+)?) tok/s",
+        counters_path="/health",
     )
+
+
+def legacy_capped_spec(quirks: dict[str, bool] | None = None) -> ServerSpec:
+    """The legacy stand-in with only its ``max_tokens`` quirk off: answers as long as the request
+    asks, like the new servers, so that its times can be compared like-for-like. Every other quirk
+    stays as deployed."""
+    spec = legacy_spec({"max_tokens_ignored": False, **(quirks or {})})
+    spec.name = LIKE_FOR_LIKE_SERVER
+    spec.label = "legacy stand-in, max_tokens honoured"
+    return spec
 
 
 def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
@@ -121,6 +143,7 @@ def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
         cache_dirs=["{home}/.cache/mlx_textgen/prompt_cache"],
         reuse_pattern=r'Reusing cache "?[\w-]+"?\. (\d+) tokens',
         miss_pattern=r"No suitable cache found",
+        prompt_rate_pattern=r"Processed \d+ tokens in total\. Total time taken: [\d.]+s\. (\d+(?:\.\d+)?) t/s",
         api_key_args=["--api-key", "{api_key}"],
         packages=["mlx-textgen", "mlx-lm", "mlx"],
         capacity_args=["--max-capacity", "{capacity}"],
@@ -159,6 +182,7 @@ def mlx_lm_spec() -> ServerSpec:
 # Each takes its own optional settings (quirks, extra arguments), hence the loose signature.
 BUILTIN_SERVERS: dict[str, Callable[..., ServerSpec]] = {
     "legacy": legacy_spec,
+    LIKE_FOR_LIKE_SERVER: legacy_capped_spec,
     "mlx-textgen": mlx_textgen_spec,
     "mlx-lm": mlx_lm_spec,
 }

@@ -1,14 +1,18 @@
-"""Claim verification: read a README's comparison table (Metric | old server | new server |
-Improvement) and give each row a verdict against a run: confirmed, refuted, not comparable or not
-measured, with the measured value and the reason.
+"""Claim verification: every claim of a markdown file (a README's comparison table, bullet points,
+sentences; found by ``harness.verdicts.claim_text``) gets a verdict against a run: confirmed,
+refuted, not comparable or not measured, with the measured value and the reason.
 
 The tolerance rule (TOLERANCE = 2): a claimed speed-up of N x is *confirmed* when the ratio measured
 in the run (same model, same machine, medians) is at least N / 2, and *refuted* below that (always
 when the new server was slower). A claimed slow-down of N x is confirmed when the measured ratio is
 at most 2 / N. Absolute times in a claim come from another machine (and often another model), so
-they are never compared with the run's times: only the ratio they imply is. A claim the run cannot
-measure like-for-like (a server or a measurement missing, no figure in the claim) is *not
-comparable*; a row about something no run measures (code size, packaging) is *not measured*.
+they are never compared with the run's times: only the ratio they imply is, and a claim that gives
+one absolute time and nothing to compare it with is *not comparable*. Ratios are taken against the
+like-for-like reference when the run has one (the legacy server with max_tokens honoured), and the
+ratio against the reference as deployed is shown next to it. A claim the run cannot measure
+like-for-like (a server or a measurement missing, no figure in the claim, a wording that could mean
+two metrics) is *not comparable*; a claim about something no run measures (code size, packaging) is
+*not measured*.
 """
 
 from __future__ import annotations
@@ -18,30 +22,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.summary import ALL, Summary
+from harness.analysis.summary import ALL, RATIOS, Summary
 from harness.core.errors import ConfigError
 from harness.core.formatting import fmt_bytes, fmt_value, is_nan
+from harness.verdicts.claim_text import (
+    DURATION,
+    RATIO,
+    SIZE,
+    TABLE,
+    Claim,
+    ClaimSet,
+    Skipped,
+    classify,
+    parse_claims,
+    plain,
+    sentiment,
+    speaks_of_time,
+)
 from harness.verdicts.gate import missing_ratio_reason
 
 TOLERANCE = 2.0
 
 CONFIRMED, REFUTED, NOT_COMPARABLE, NOT_MEASURED = "confirmed", "refuted", "not comparable", "not measured"
+VERDICTS = (CONFIRMED, REFUTED, NOT_COMPARABLE, NOT_MEASURED)
 
-_SEPARATOR = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_RATIO = re.compile(r"(\d+(?:\.\d+)?)\s*[x×]\s*(faster|quicker|slower|higher|lower|more|less|better|worse)?", re.I)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|milliseconds?|msec|s|secs?|seconds?|min|mins|minutes?)\b", re.I)
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KB|MB|GB|KiB|MiB|GiB|bytes|B)\b", re.I)
-_NEGATIVE = re.compile(r"❌|✗|\b(broken|none|no|not|never|missing|fails?|failed|disabled)\b", re.I)
-_POSITIVE = re.compile(r"✅|✓|✔|\b(working|works|yes|enabled|reused?|ok)\b", re.I)
 _FILE_KINDS = ("safetensors", "npz", "gguf", "bin", "pt", "pkl", "json", "arrow")
-
-
-@dataclass
-class ClaimTable:
-    source: str
-    line: int  # 1-based line of the header
-    header: list[str]
-    rows: list[list[str]]
 
 
 @dataclass
@@ -51,9 +56,13 @@ class ClaimVerdict:
     measured: str
     verdict: str
     reason: str
+    line: int = 0
+    form: str = TABLE
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return {
+            "line": self.line,
+            "form": self.form,
             "metric": self.metric,
             "claimed": self.claimed,
             "measured": self.measured,
@@ -64,74 +73,13 @@ class ClaimVerdict:
 
 @dataclass
 class ClaimsReport:
-    table: ClaimTable
+    source: str
     reference: str
     server: str
     columns: dict[str, str]  # README column header -> run server (and how it was matched)
     verdicts: list[ClaimVerdict]
+    skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-# --- reading the table --------------------------------------------------------------------------
-
-
-def _cells(line: str) -> list[str]:
-    body = line.strip()
-    body = body[1:] if body.startswith("|") else body
-    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", body)]
-
-
-def find_tables(text: str) -> list[tuple[int, list[str], list[list[str]]]]:
-    """Every pipe table outside fenced code blocks: (header line number, header, rows)."""
-    lines = text.splitlines()
-    tables, fence, i = [], None, 0
-    while i < len(lines):
-        stripped = lines[i].strip()
-        marker = stripped[:3]
-        if marker in ("```", "~~~"):
-            fence = None if fence == marker else (fence or marker)
-        elif (
-            fence is None
-            and "|" in stripped
-            and i + 1 < len(lines)
-            and _SEPARATOR.match(lines[i + 1].strip())
-            and not lines[i].startswith("    ")
-        ):
-            header, rows, j = _cells(stripped), [], i + 2
-            while j < len(lines) and lines[j].strip().startswith("|"):
-                rows.append(_cells(lines[j]))
-                j += 1
-            tables.append((i + 1, header, rows))
-            i = j
-            continue
-        i += 1
-    return tables
-
-
-def parse_claims_table(text: str, source: str = "README") -> ClaimTable:
-    """The claims table: the first one whose first column is headed Metric/Claim, else the first
-    table with at least three columns."""
-    tables = find_tables(text)
-    chosen = next((t for t in tables if re.search(r"metric|claim", t[1][0], re.I)), None)
-    chosen = chosen or next((t for t in tables if len(t[1]) >= 3), None)
-    if chosen is None or not chosen[2]:
-        found = f"{len(tables)} table(s), none with a 'Metric' column and rows" if tables else "no markdown table"
-        raise ConfigError(
-            f"{source}: {found}. Expected a table like `| Metric | <old server> | <new server> | Improvement |` "
-            "followed by `|---|---|---|---|` and one row per claim."
-        )
-    line, header, rows = chosen
-    if len(header) < 3:
-        raise ConfigError(
-            f"{source} line {line}: the claims table needs at least three columns "
-            "(Metric, old server, new server); it has " + str(len(header)) + "."
-        )
-    return ClaimTable(source, line, header, [r + [""] * (len(header) - len(r)) for r in rows])
-
-
-def _plain(cell: str) -> str:
-    return re.sub(r"(\*\*|__|`)", "", cell).strip()
 
 
 # --- figures in a claim ------------------------------------------------------------------------
@@ -139,7 +87,7 @@ def _plain(cell: str) -> str:
 
 def parse_ratio(text: str) -> float | None:
     """'**15x faster**' -> 15.0, '2x slower' -> 0.5; None when the cell gives no factor."""
-    match = _RATIO.search(_plain(text))
+    match = RATIO.search(plain(text))
     if not match:
         return None
     value = float(match.group(1))
@@ -151,7 +99,7 @@ def parse_ratio(text: str) -> float | None:
 
 def parse_seconds(text: str) -> float | None:
     """'~50 seconds' -> 50.0, '**~0.55 seconds**' -> 0.55, '500 ms' -> 0.5, '2 min' -> 120."""
-    match = _DURATION.search(_plain(text))
+    match = DURATION.search(plain(text))
     if not match:
         return None
     value, unit = float(match.group(1)), match.group(2).lower()
@@ -161,39 +109,12 @@ def parse_seconds(text: str) -> float | None:
 
 
 def parse_bytes(text: str) -> float | None:
-    match = _SIZE.search(_plain(text))
+    match = SIZE.search(plain(text))
     if not match:
         return None
     unit = match.group(2).upper()
     scale = {"B": 1, "BYTES": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     return float(match.group(1)) * scale[unit]
-
-
-def sentiment(text: str) -> bool | None:
-    """True for a cell claiming it works (✅ Working), False for ❌ Broken / None created, else None."""
-    plain = _plain(text)
-    if _NEGATIVE.search(plain):
-        return False
-    if _POSITIVE.search(plain):
-        return True
-    return None
-
-
-def row_kind(metric: str) -> str | None:
-    m = metric.lower()
-    if "first" in m:
-        return "speedup_first"
-    if re.search(r"follow.?up|subsequent|warm", m):
-        return "speedup_follow_up"
-    if "restart" in m:
-        return "speedup_restart"
-    if re.search(r"decode|tok/s|tokens?/s|throughput|generation speed", m):
-        return "speedup_decode"
-    if re.search(r"cache (files?|size)|on disk|disk", m):
-        return "cache_files"
-    if "cache" in m:
-        return "cache_reuse"
-    return None
 
 
 # --- matching README columns to the run's servers -----------------------------------------------
@@ -203,15 +124,26 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+def default_server(summary: Summary) -> str | None:
+    """The new server a claim is about: the first server under test (not the like-for-like aid)."""
+    servers = summary.candidates or summary.others
+    return servers[0] if servers else None
+
+
 def map_columns(
     header: list[str], summary: Summary, meta: dict[str, Any], reference: str | None, server: str | None
 ) -> tuple[int, int, int | None, dict[str, str]]:
     """(old column, new column, improvement column or None, header -> server description)."""
-    improvement = next(
-        (i for i, h in enumerate(header) if i and re.search(r"improv|speed.?up|gain|change|factor|ratio", h, re.I)),
-        None,
-    )
-    server_cols = [i for i in range(1, len(header)) if i != improvement]
+    # The improvement column (the like-for-like one where a table gives both); other ratio columns
+    # are no server's.
+    ratio_cols = [
+        i
+        for i, h in enumerate(header)
+        if i and re.search(r"improv|speed.?up|gain|change|factor|ratio|like.for.like|as deployed", h, re.I)
+    ]
+    improvement = next((i for i in ratio_cols if re.search(r"like.for.like", header[i], re.I)), None)
+    improvement = improvement if improvement is not None else (ratio_cols[0] if ratio_cols else None)
+    server_cols = [i for i in range(1, len(header)) if i not in ratio_cols]
     if len(server_cols) < 2:
         raise ConfigError(
             "the claims table needs two server columns (old and new) besides Metric and "
@@ -219,7 +151,7 @@ def map_columns(
         )
     labels = {s: ((meta.get("servers") or {}).get(s) or {}).get("label") or s for s in summary.servers}
     ref = reference or summary.reference
-    new = server or (summary.others[0] if summary.others else None)
+    new = server or default_server(summary)
     by_name: dict[str, int] = {}
     for col in server_cols:
         for s in summary.servers:
@@ -254,6 +186,36 @@ def _fmt_ratio(x: float) -> str:
     return f"{x:.3g}x" if x >= 1 else f"{1 / x:.3g}x slower"
 
 
+def _ratio_text(found: dict[str, Any], summary: Summary, scenario: str, ref: str, new: str, kind: str) -> str:
+    metric = RATIOS[kind][0]
+    unit = "tok/s" if metric.endswith("tok_s") else "s"
+    ref_med = summary.stat(scenario, ref, metric)["median"]
+    new_med = summary.stat(scenario, new, metric)["median"]
+    ci = "" if is_nan(found.get("ci95_low")) else f", 95% CI {found['ci95_low']:.2f}–{found['ci95_high']:.2f}"
+    return (
+        f"{_fmt_ratio(float(found['ratio']))} ({ref} {fmt_value(ref_med, unit)} -> {new} {fmt_value(new_med, unit)}, "
+        f"medians of {found['n_reference']}/{found['n']}{ci})"
+    )
+
+
+def _absolute_claim(
+    kind: str, text: str, summary: Summary, servers: list[str], scenario: str | None
+) -> tuple[str, str, str]:
+    """A claim that gives one absolute figure and nothing to compare it with."""
+    metric = RATIOS[kind][0]
+    unit = "tok/s" if metric.endswith("tok_s") else "s"
+    here = ", ".join(
+        f"{s} {fmt_value(summary.stat(scenario, s, metric)['median'], unit)}" for s in servers if scenario is not None
+    )
+    return (
+        here or "–",
+        NOT_COMPARABLE,
+        f"'{plain(text)}' is an absolute figure from another machine (and possibly another model), with no "
+        "factor and no before/after to form a ratio from; only ratios are compared"
+        + (f" (this run's medians: {here})" if here else ""),
+    )
+
+
 def _latency_claim(
     kind: str,
     cells: tuple[str, str, str],
@@ -262,23 +224,17 @@ def _latency_claim(
     new: str | None,
     scenario: str | None,
     tolerance: float,
+    how_factor: str = "the Improvement column",
 ) -> tuple[str, str, str]:
     old_cell, new_cell, impr_cell = cells
     claimed = parse_ratio(impr_cell)
-    how = "the Improvement column"
-    old_s, new_s = parse_seconds(old_cell), parse_seconds(new_cell)
-    if kind == "speedup_decode":
-        old_s = new_s = None  # rates are not durations
+    how = how_factor
+    rate = RATIOS[kind][0].endswith("tok_s")
+    old_s, new_s = (None, None) if rate else (parse_seconds(old_cell), parse_seconds(new_cell))
     if claimed is None and old_s and new_s:
         claimed, how = old_s / new_s, "the two times given"
     if claimed is None:
         return "–", NOT_COMPARABLE, "the claim gives no factor and no pair of times to form one"
-    metric = {
-        "speedup_first": "first_total_s",
-        "speedup_follow_up": "follow_up_total_s",
-        "speedup_restart": "restart_total_s",
-        "speedup_decode": "decode_tok_s",
-    }[kind]
     claim_text = f"claimed {_fmt_ratio(claimed)} (from {how})"
     if old_s and new_s:
         claim_text += (
@@ -287,40 +243,36 @@ def _latency_claim(
         )
     if scenario is None or new is None:
         return "–", NOT_COMPARABLE, f"{claim_text}; the run has no {'new server' if new is None else 'scenario'}"
-    found = summary.ratio(scenario, new, kind)
+    # Like-for-like when the run has it (and the claim is against the reference as deployed).
+    fair = summary.headline_reference if ref == summary.reference else ref
+    found = summary.ratio(scenario, new, kind, fair)
     if found is None or is_nan(found.get("ratio")):
-        return (
-            "–",
-            NOT_COMPARABLE,
-            (
-                f"{claim_text}; the run cannot form this ratio on {scenario}: "
-                f"{missing_ratio_reason(summary, scenario, new, kind)}"
-            ),
-        )
+        why = missing_ratio_reason(summary, scenario, new, kind, fair)
+        return "–", NOT_COMPARABLE, f"{claim_text}; the run cannot form this ratio on {scenario}: {why}"
     m = float(found["ratio"])
-    unit = "tok/s" if kind == "speedup_decode" else "s"
-    ref_med = summary.stat(scenario, ref, metric)["median"]
-    new_med = summary.stat(scenario, new, metric)["median"]
-    ci = "" if is_nan(found.get("ci95_low")) else f", 95% CI {found['ci95_low']:.2f}–{found['ci95_high']:.2f}"
-    measured = (
-        f"{_fmt_ratio(m)} ({ref} {fmt_value(ref_med, unit)} -> {new} {fmt_value(new_med, unit)}, "
-        f"medians of {found['n_reference']}/{found['n']}{ci})"
-    )
+    measured = _ratio_text(found, summary, scenario, fair, new, kind)
+    if fair != ref:
+        measured = measured.replace(" (", " like-for-like (", 1)
+        deployed = summary.ratio(scenario, new, kind, ref)
+        if deployed is not None and not is_nan(deployed.get("ratio")):
+            measured += "; as deployed " + _ratio_text(deployed, summary, scenario, ref, new, kind)
     verdict = ratio_verdict(claimed, m, tolerance)
     need = f">= {claimed / tolerance:.3g}x" if claimed >= 1 else f"<= {claimed * tolerance:.3g}x"
     reason = f"{claim_text}; confirming needs {need} measured (tolerance {tolerance:g}x)"
+    if fair != ref:
+        reason += f", against {fair} (like-for-like: the same output length)"
     if m < 1 <= claimed:
-        reason += f"; {new} was slower than {ref} here"
+        reason += f"; {new} was slower than {fair} here"
     prompt = summary.frame.loc[summary.frame["scenario"] == scenario, "prompt_tokens"].dropna()
-    if len(prompt) and kind != "speedup_decode":
+    if len(prompt) and not rate:
         reason += (
             f"; this run's prompts: {prompt.median():.0f} tokens (median; a cache's speed-up grows with "
             "prompt length and model size)"
         )
-    tokens = {s: summary.stat(scenario, s, "completion_tokens")["median"] for s in (ref, new)}
+    tokens = {s: summary.stat(scenario, s, "completion_tokens")["median"] for s in (fair, new)}
     if not any(is_nan(t) or t <= 0 for t in tokens.values()) and max(tokens.values()) > 1.5 * min(tokens.values()):
         reason += (
-            f"; caveat: not like-for-like output lengths ({ref} {tokens[ref]:.0f} vs {new} "
+            f"; caveat: not like-for-like output lengths ({fair} {tokens[fair]:.0f} vs {new} "
             f"{tokens[new]:.0f} tokens per request, median)"
         )
     return measured, verdict, reason
@@ -389,8 +341,20 @@ def _cache_reuse_claim(
     return "; ".join(measured), CONFIRMED if all(checks) else REFUTED, "; ".join(reasons)
 
 
+def _sides(
+    claim: Claim, summary: Summary, meta: dict[str, Any], reference: str | None, server: str | None, columns: dict
+) -> tuple[tuple[str, str, str], str]:
+    """(old, new, factor) texts of a claim, and where its factor is read from."""
+    if claim.form != TABLE:
+        return (claim.old, claim.new, claim.factor), "the claim's text"
+    old_col, new_col, impr_col, mapped = map_columns(claim.header, summary, meta, reference, server)
+    columns.update(mapped)
+    cells = claim.cells
+    return (cells[old_col], cells[new_col], cells[impr_col] if impr_col is not None else ""), "the Improvement column"
+
+
 def verify_claims(
-    table: ClaimTable,
+    claims: ClaimSet,
     summary: Summary,
     meta: dict[str, Any],
     *,
@@ -401,86 +365,120 @@ def verify_claims(
 ) -> ClaimsReport:
     if tolerance < 1:
         raise ConfigError(f"--tolerance must be >= 1 (a factor), not {tolerance}.")
-    old_col, new_col, impr_col, columns = map_columns(table.header, summary, meta, reference, server)
     ref = reference or summary.reference
-    new = server or (summary.others[0] if summary.others else None)
+    new = server or default_server(summary)
     for name, label in (("reference", ref), ("server", new)):
         if label is not None and summary.servers and label not in summary.servers:
             raise ConfigError(f"--{name} {label}: no such server in the run (servers: {', '.join(summary.servers)}).")
     scenario = scenario or summary.headline
     if scenario is not None and summary.scenarios and scenario not in summary.scenarios:
         raise ConfigError(f"--scenario {scenario}: not in the run (scenarios: {', '.join(summary.scenarios)}).")
+    columns: dict[str, str] = {}
     verdicts = []
-    for row in table.rows:
-        metric = _plain(row[0])
-        cells = (row[old_col], row[new_col], row[impr_col] if impr_col is not None else "")
-        claimed = f"{_plain(cells[0])} -> {_plain(cells[1])}" + (f" ({_plain(cells[2])})" if cells[2] else "")
-        kind = row_kind(metric)
-        if kind is None:
-            verdicts.append(
-                ClaimVerdict(
-                    metric, claimed, "–", NOT_MEASURED, f"the harness does not measure '{metric}'; not guessed"
-                )
-            )
-            continue
-        if kind == "cache_files":
-            measured, verdict, reason = _cache_files_claim(cells, summary, ref, new)
-        elif kind == "cache_reuse":
-            measured, verdict, reason = _cache_reuse_claim(cells, summary, ref, new)
+    for claim in claims.claims:
+        cells, how = _sides(claim, summary, meta, reference, server, columns)
+        old, new_text, factor = (plain(c) for c in cells)
+        if claim.form == TABLE:
+            claimed = f"{old} -> {new_text}" + (f" ({factor})" if factor else "")
         else:
-            measured, verdict, reason = _latency_claim(kind, cells, summary, ref, new, scenario, tolerance)
-        verdicts.append(ClaimVerdict(metric, claimed, measured, verdict, reason))
+            claimed = plain(claim.text)
+        timed = any(speaks_of_time(c) for c in cells) or (claim.form != TABLE and speaks_of_time(claim.text))
+        topic = classify(claim.subject, timed)
+        kind = topic.kind
+
+        def add(measured: str, verdict: str, reason: str, claimed: str = claimed, claim: Claim = claim) -> None:
+            verdicts.append(ClaimVerdict(claim.subject, claimed, measured, verdict, reason, claim.line, claim.form))
+
+        if kind is None:
+            add("–", NOT_MEASURED, f"the harness does not measure '{claim.subject}'; not guessed")
+        elif kind == "uncertain":
+            add("–", NOT_COMPARABLE, f"not mapped to a metric: {topic.why}; not guessed")
+        elif kind == "cache_files":
+            add(*_cache_files_claim(cells, summary, ref, new))
+        elif kind == "cache_reuse":
+            add(*_cache_reuse_claim(cells, summary, ref, new))
+        elif claim.form != TABLE and not factor and not old:
+            add(*_absolute_claim(kind, claim.text, summary, [s for s in (ref, new) if s], scenario))
+        else:
+            measured, verdict, reason = _latency_claim(kind, cells, summary, ref, new, scenario, tolerance, how)
+            add(measured, verdict, reason + (f"; {topic.why}" if topic.why else ""))
     model = (meta.get("model") or {}).get("name") or "the run's model"
+    fair = summary.headline_reference if ref == summary.reference else ref
     notes = [
         f"Measured on {model}, scenario {scenario or '–'}, {ref} vs {new or '–'} in run "
-        f"{meta.get('run_id', '?')}. Absolute times in a claim may come from another machine or model: "
-        "they are compared as ratios only."
+        f"{meta.get('run_id', '?')}"
+        + (
+            f"; ratios like-for-like against {fair} (as deployed against {ref} shown next to them)"
+            if fair != ref
+            else ""
+        )
+        + ". Absolute times in a claim may come from another machine or model: they are compared as ratios only.",
     ]
     if meta.get("status") and meta["status"] != "complete":
         notes.append(f"The run is {meta['status']}: verdicts use only the requests it recorded.")
-    return ClaimsReport(table, ref, new or "", columns, verdicts, notes)
+    return ClaimsReport(claims.source, ref, new or "", columns, verdicts, claims.skipped, notes)
 
 
 def report_markdown(report: ClaimsReport) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
+    forms = {form: sum(v.form == form for v in report.verdicts) for form in ("table", "bullet", "sentence")}
+    read = ", ".join(f"{n} from {'a table' if form == 'table' else form + 's'}" for form, n in forms.items() if n)
     lines = [
-        f"Claims from {report.table.source} (table at line {report.table.line}); columns: "
-        + ", ".join(f"'{k}' -> {v}" for k, v in report.columns.items())
-        + ".",
+        f"Claims from {report.source}: {len(report.verdicts)} read ({read or 'none'}), "
+        f"{len(report.skipped)} claim-like line(s) skipped."
+        + (
+            " Table columns: " + ", ".join(f"'{k}' -> {v}" for k, v in report.columns.items()) + "."
+            if report.columns
+            else ""
+        ),
         *report.notes,
         f"Rule: a claimed N x is confirmed when the measured ratio is >= N/{TOLERANCE:g} "
         "(see harness/verdicts/claims.py).",
         "",
-        "| Claim | Claimed | Measured (this run) | Verdict | Reason |",
-        "|---|---|---|---|---|",
+        "| Line | Claim | Claimed | Measured (this run) | Verdict | Reason |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {cell(v.metric)} | {cell(v.claimed)} | {cell(v.measured)} | **{v.verdict}** | {cell(v.reason)} |"
+        f"| {v.line} | {cell(v.metric)} | {cell(v.claimed)} | {cell(v.measured)} | **{v.verdict}** | {cell(v.reason)} |"
         for v in report.verdicts
     ]
-    counts = {
-        k: sum(v.verdict == k for v in report.verdicts) for k in (CONFIRMED, REFUTED, NOT_COMPARABLE, NOT_MEASURED)
-    }
+    counts = {k: sum(v.verdict == k for v in report.verdicts) for k in VERDICTS}
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in counts.items())]
+    if report.skipped:
+        lines += ["", "Skipped (claim-like, but no claim to check):"]
+        lines += [f'- line {s.line}: "{s.text[:120]}" — {s.why}' for s in report.skipped]
     return "\n".join(lines)
 
 
-def read_claims(path: str | Path) -> ClaimTable:
+def read_claims(path: str | Path) -> ClaimSet:
+    """Every claim of a markdown file; a ConfigError when it has none."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist. Pass a markdown file with a claims table.") from None
+        raise ConfigError(f"{path} does not exist. Pass a markdown file with claims.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}. Pass a UTF-8 markdown file.") from None
-    return parse_claims_table(text, str(path))
+    return parse_claims_or_fail(text, str(path))
+
+
+def parse_claims_or_fail(text: str, source: str = "README") -> ClaimSet:
+    found = parse_claims(text, source)
+    if not found.claims:
+        skipped = f"; {len(found.skipped)} claim-like line(s) skipped" if found.skipped else ""
+        raise ConfigError(
+            f"{source}: no claim found{skipped}. Claims are read from a table like "
+            "`| Metric | <old server> | <new server> | Improvement |`, from bullet points and from sentences "
+            "with a figure, e.g. `- Follow-up requests: ~50 s -> ~0.55 s (90x faster)`."
+        )
+    return found
 
 
 __all__ = [
     "TOLERANCE",
-    "parse_claims_table",
+    "parse_claims_or_fail",
     "parse_ratio",
     "parse_seconds",
     "ratio_verdict",

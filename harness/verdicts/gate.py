@@ -2,6 +2,9 @@
 
 Every speed figure gated here is a ratio measured within one run (reference and new server on the
 same machine, model and scenarios, minutes apart), so a slow or noisy CI machine does not trip it.
+Ratios are taken against the like-for-like reference when the run has one (the legacy server with
+max_tokens honoured), as the README table and the claims do; that server is a measuring aid and is
+not gated itself. Answers served without generation are in no ratio (harness.analysis.served).
 
     [tool.harness.gate]                    # or [gate] in harness.toml
     min_follow_up_speedup = 3.0            # speedup_follow_up of each new server >= 3x
@@ -9,6 +12,10 @@ same machine, model and scenarios, minutes apart), so a slow or noisy CI machine
     min_cache_files = 1                    # cache files created by each new server
     require_cache_reuse = true             # reuse reported on at least one follow-up
     no_behaviour_regressions = false       # true: every check that passes on the reference must pass
+    expectations = "expectations.toml"     # behaviour failures known per server, scenario, variant
+                                           # and check: a failure not listed fails the gate
+                                           # (harness.verdicts.expectations); relative to the file
+                                           # that sets it
     min_ratios = { speedup_decode = 0.5 }  # any ratio from harness.analysis.summary.RATIOS
     scenarios = ["agent-session"]          # where the ratio gates apply (default: the headline scenario)
     baseline = "reports/<run-id>"          # a saved run; ratios may not fall below it by more than:
@@ -31,6 +38,7 @@ from harness.analysis.summary import ALL, RATIOS, Summary
 from harness.core.errors import ConfigError
 from harness.core.formatting import is_nan
 from harness.core.rows import RESULTS_FILE
+from harness.verdicts.expectations import compare, read_expectations, run_failures
 
 GATE_SECTION = "[tool.harness.gate] in pyproject.toml (or [gate] in harness.toml)"
 
@@ -40,6 +48,7 @@ DEFAULT_GATE: dict[str, Any] = {
     "min_cache_files": 1,
     "require_cache_reuse": True,
     "no_behaviour_regressions": False,
+    "expectations": None,
     "min_ratios": {},
     "scenarios": None,
     "servers": None,
@@ -111,9 +120,14 @@ def gate_settings(raw: dict[str, Any] | None) -> dict[str, Any]:
                 f"gate setting 'min_ratios' in {GATE_SECTION} must be a table such as "
                 "{ speedup_decode = 0.5 }, not " + repr(value) + "."
             )
+        elif key == "expectations" and value is not None and value is not False and not isinstance(value, str):
+            raise ConfigError(
+                f"gate setting 'expectations' in {GATE_SECTION} must be the path of an expectations file "
+                f"(or false), not {value!r}."
+            )
         elif key == "baseline" and value is not None and not isinstance(value, str):
             raise ConfigError(f"gate setting 'baseline' in {GATE_SECTION} must be a run folder path.")
-        settings[key] = value
+        settings[key] = value if not (key == "expectations" and value is False) else None
     for name in [*settings["min_ratios"], *(settings["baseline_metrics"] or [])]:
         if name not in RATIOS:
             raise ConfigError(
@@ -130,14 +144,14 @@ def _x(value: Any) -> str:
     return "–" if is_nan(value) else f"{float(value):.2f}x"
 
 
-def missing_ratio_reason(summary: Summary, scenario: str, server: str, ratio: str) -> str:
+def missing_ratio_reason(summary: Summary, scenario: str, server: str, ratio: str, reference: str | None = None) -> str:
     """Why a ratio could not be computed: which side has no successful measurement."""
     from harness.analysis.summary import METRICS, measured_rows
 
     kinds, _column, _unit = METRICS[RATIOS[ratio][0]]
     frame = summary.frame
     parts = []
-    for side in (summary.reference, server):
+    for side in (reference or summary.reference, server):
         rows = frame[(frame["server"] == side) & (frame["scenario"] == scenario)]
         if kinds is not None:
             rows = rows[rows["request_kind"].isin(kinds)]
@@ -154,12 +168,12 @@ def missing_ratio_reason(summary: Summary, scenario: str, server: str, ratio: st
 def _ratio_gate(
     summary: Summary, gate: str, scenario: str, server: str, ratio: str, minimum: float, threshold_text: str
 ) -> GateResult:
-    subject = f"{server} vs {summary.reference} [{scenario}]"
-    found = summary.ratio(scenario, server, ratio)
+    reference = summary.headline_reference
+    subject = f"{server} vs {reference} [{scenario}]"
+    found = summary.ratio(scenario, server, ratio, reference)
     if found is None or is_nan(found.get("ratio")):
-        return GateResult(
-            gate, subject, "missing", threshold_text, False, missing_ratio_reason(summary, scenario, server, ratio)
-        )
+        why = missing_ratio_reason(summary, scenario, server, ratio, reference)
+        return GateResult(gate, subject, "missing", threshold_text, False, why)
     value = float(found["ratio"])
     ci = "" if is_nan(found.get("ci95_low")) else f", 95% CI {found['ci95_low']:.2f}–{found['ci95_high']:.2f}"
     detail = f"median of {found['n_reference']}/{found['n']} requests{ci}"
@@ -229,7 +243,8 @@ def evaluate(
     settings = gate_settings(settings)
     reference = meta.get("reference_server") or summary.reference
     planned_servers = (meta.get("config") or {}).get("servers") or []
-    servers = settings["servers"] or [s for s in dict.fromkeys([*summary.servers, *planned_servers]) if s != reference]
+    aids = {reference, summary.like_for_like, meta.get("like_for_like_server")}
+    servers = settings["servers"] or [s for s in dict.fromkeys([*summary.servers, *planned_servers]) if s not in aids]
     results = _coverage(summary, meta, servers)
     if summary.servers and reference not in summary.servers:
         # summarize() fell back to another server as the reference: no ratio of this run is valid.
@@ -285,9 +300,51 @@ def evaluate(
                     )
                 )
         results += _cache_gates(summary, server, settings)
-        results.append(_behaviour_gate(summary, server, settings["no_behaviour_regressions"]))
+        if settings["no_behaviour_regressions"] or not settings["expectations"]:
+            results.append(_behaviour_gate(summary, server, settings["no_behaviour_regressions"]))
         if baseline is not None:
             results += _baseline_gates(summary, baseline, server, scenarios, settings)
+    if settings["expectations"]:
+        results += expectation_gates(summary, settings["expectations"])
+    return results
+
+
+def expectation_gates(summary: Summary, path: str | Path) -> list[GateResult]:
+    """The run's behaviour failures against the expectations file: the known ones (a line per server,
+    scenario and variant), one line per new and per fixed failure, then the gate itself (no failure
+    outside the file)."""
+    expected = read_expectations(path)
+    frame = summary.frame
+    ran = set() if frame.empty else set(zip(frame["server"], frame["scenario"], strict=True))
+    outcome = compare(run_failures(summary), expected, ran)
+    name = Path(path).name
+    # Known failures, one line per server, scenario and variant (a run has dozens).
+    grouped: dict[str, list[str]] = {}
+    for failure in sorted(outcome.known):
+        grouped.setdefault(failure.where(), []).append(failure.check)
+    results = [
+        GateResult("behaviour.known", where, ", ".join(checks), f"listed in {name}", None)
+        for where, checks in grouped.items()
+    ]
+    results += [
+        GateResult(
+            "behaviour.new_failure",
+            f.where(),
+            f.check,
+            f"not in {name}",
+            False,
+            f"turns {seen.turns}" + (f": {seen.evidence[:160]}" if seen.evidence else ""),
+        )
+        for f, seen in sorted(outcome.new.items())
+    ]
+    results += [
+        GateResult("behaviour.fixed", f.where(), f.check, f"listed in {name}", None, "no longer fails: remove it")
+        for f in outcome.fixed
+    ]
+    value = f"{len(outcome.known)} known, {len(outcome.new)} new, {len(outcome.fixed)} fixed"
+    detail = f"{len(outcome.not_run)} listed failure(s) not run here" if outcome.not_run else ""
+    results.append(GateResult("behaviour.expected", "every server", value, f"no failure outside {name}",
+                              not outcome.new, detail))  # fmt: skip
     return results
 
 
@@ -354,7 +411,7 @@ def _baseline_gates(
     results = []
     for scenario in scenarios:
         for name in settings["baseline_metrics"] or []:
-            base = baseline.ratio(scenario, server, name)
+            base = baseline.headline_ratio(scenario, server, name)
             if base is None or is_nan(base.get("ratio")):
                 continue  # nothing to compare with
             floor = float(base["ratio"]) * (1 - float(pct) / 100)
@@ -410,4 +467,10 @@ def gate_run(run_dir: str | Path, settings: dict[str, Any], baseline_dir: str | 
     if baseline_dir:
         base_dir = require_run_dir(baseline_dir)
         baseline, _ = load_run(base_dir, reference=summary.reference or None, headline=summary.headline)
+        if baseline.headline_reference != summary.headline_reference:
+            raise ConfigError(
+                f"the baseline {base_dir} forms its ratios against {baseline.headline_reference}, this run "
+                f"against {summary.headline_reference}: the ratios cannot be compared. Use a baseline run "
+                "with the same servers."
+            )
     return evaluate(summary, meta, settings, baseline)

@@ -30,7 +30,8 @@ received Authorization header into the log and the answer (to test that the harn
 ``--touch-caches`` writes a file where real servers keep caches (``~/.cache/mlx_textgen``,
 ``$MLX_KV_CACHE_DIR`` or ``~/.anyclaude/kv-cache``, ``$XDG_CACHE_HOME``), for the isolation tests.
 ``--child`` starts a child process in the server's process group that ignores SIGTERM (to test
-that the whole group is stopped). Every request is logged as ``fault-server: request N ...``.
+that the whole group is stopped). ``--latency SECONDS`` delays every chat answer (a slowed server,
+for ``harness compare --fail-on-regression``). Every request is logged as ``fault-server: request N ...``.
 Standard library only, so it starts in a fraction of a second.
 """
 
@@ -222,6 +223,8 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "die-mid-stream" and (marker_dir(args) / DIED_MARKER).exists():
             mode = "normal"  # died once already: the server started after it behaves
         answer = getattr(self, "fault_" + mode.replace("-", "_"))
+        if args.latency:
+            time.sleep(args.latency)  # a slower server: every chat answer starts this much later
         answer(model, prompt, stream)
         log(f"request {number} answered ({mode})")
 
@@ -385,6 +388,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--touch-caches", action="store_true", help="write a file in each usual cache dir")
     parser.add_argument("--tag", default="", help="free text, logged and otherwise ignored")
     parser.add_argument("--marker-dir", default=None, help="where die-mid-stream leaves its marker (default: HOME)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each chat answer")
     args = parser.parse_args(argv)
     args.model_id = Path(args.model).name if args.model else "fault-model"
     return args

@@ -270,8 +270,8 @@ def test_stalled(tmp_path, leftover_servers, request, mode, stream, cause):
     ("malformed-sse", False, "schema.not_json", '{"id": "chatcmpl-fault", "choices": [{"index": 0'),
     ("non-json", False, "schema.not_json", "<html><body>502 Bad Gateway"),
     ("non-json", True, "stream.framing", "<html><body>502 Bad Gateway"),
-    ("http-500", False, "http.status", "boom: generation failed"),
-    ("http-500", True, "http.status", "boom: generation failed"),
+    ("http-500", False, "http.server_error_on_valid_request", "boom: generation failed"),
+    ("http-500", True, "http.server_error_on_valid_request", "boom: generation failed"),
 ])
 def test_malformed_answers(tmp_path, leftover_servers, request, mode, stream, check, first_bad_bytes):
     chat = scenario_file(tmp_path, turns=2, stream=stream)

@@ -20,7 +20,7 @@ from harness.run.runner import Runner
 pytestmark = pytest.mark.integration
 
 FAKE = Path(__file__).resolve().parents[1] / "stubs" / "prefix_cache_server.py"
-SYSTEM_WORDS = 400  # a cold prompt the fake takes ~0.8 s to "process" at 2 ms a token
+SYSTEM_WORDS = 1200  # a cold prompt long enough for timing to speak (~1.2 s at 1 ms a token)
 
 
 def _scenario(tmp_path: Path) -> Path:
@@ -44,7 +44,9 @@ def _scenario(tmp_path: Path) -> Path:
     return path
 
 
-def _run(tmp_path: Path, *fake_args: str, extra: str = "") -> tuple[list[ResultRow], dict]:
+def _run(
+    tmp_path: Path, *fake_args: str, extra: str = "", scenario: Path | None = None
+) -> tuple[list[ResultRow], dict]:
     args = "".join(f', "{a}"' for a in fake_args)
     toml = tmp_path / "harness.toml"
     toml.write_text(
@@ -57,7 +59,8 @@ def _run(tmp_path: Path, *fake_args: str, extra: str = "") -> tuple[list[ResultR
         """)
         + textwrap.dedent(extra)
     )
-    config = load_config(toml, {"scenarios": [str(_scenario(tmp_path))], "out": str(tmp_path / "runs")}, tmp_path)
+    scenario = scenario or _scenario(tmp_path)
+    config = load_config(toml, {"scenarios": [str(scenario)], "out": str(tmp_path / "runs")}, tmp_path)
     run_dir = Runner(config).run()
     build_report(run_dir)  # every layer's rows render
     return read_rows(run_dir), json.loads((run_dir / "run.json").read_text())["servers"]["fake"]
@@ -95,12 +98,20 @@ def test_log_layer_uses_the_patterns_declared_for_the_server(tmp_path):
 
 
 def test_timing_layer_decides_when_a_server_says_nothing(tmp_path):
-    rows, _ = _run(tmp_path, "--prefill-ms", "2")
+    rows, _ = _run(tmp_path, "--prefill-ms", "1", "--stream-usage", "when-asked")
     assert [(r.cache_reused, r.reuse_source) for r in _follow_ups(rows)] == [(True, "timing")] * 4
 
 
+def test_timing_layer_stays_silent_on_short_prompts(tmp_path):
+    # 60 words: a request's fixed costs weigh as much as its prompt, so timing cannot tell.
+    scenario = _scenario(tmp_path)
+    scenario.write_text(scenario.read_text().replace(" ".join(f"rule{i}" for i in range(SYSTEM_WORDS)), "short"))
+    rows, _ = _run(tmp_path, "--prefill-ms", "1", "--stream-usage", "when-asked", scenario=scenario)
+    assert {(r.cache_reused, r.reuse_source) for r in _follow_ups(rows)} == {(None, None)}
+
+
 def test_timing_layer_sees_a_server_that_never_reuses(tmp_path):
-    rows, _ = _run(tmp_path, "--prefill-ms", "2", "--no-cache")
+    rows, _ = _run(tmp_path, "--prefill-ms", "1", "--no-cache", "--stream-usage", "when-asked")
     follow = [r for r in _follow_ups(rows) if r.stream]  # the mode with its own cold first request
     assert [(r.cache_reused, r.reuse_source) for r in follow] == [(False, "timing")] * 2
 

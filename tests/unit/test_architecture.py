@@ -34,6 +34,7 @@ STAGES = [
     "capture",  # SSE, HTTP exchange, cache-file accounting
     "checks",  # conformance and tool-call checks
     "run",  # config and the run itself
+    "record",  # the recording proxy: observed exchanges become rows through the run's request path
     "analysis",  # rows -> summary frames
     "presentation",  # tables, plots, report, README table
     "verdicts",  # gate and claims

@@ -304,21 +304,21 @@ def test_non_json_body():
 def test_http_500():
     body = {"error": {"message": "boom", "type": "internal_server_error"}}
     answer, outcome = check(body_response(body, status=500))
-    assert outcome.failed == ["http.status"]
-    assert outcome.evidence["http.status"].startswith("HTTP 500: b'{\"error\"")
+    assert outcome.failed == ["http.server_error_on_valid_request"]
+    assert outcome.evidence["http.server_error_on_valid_request"].startswith("HTTP 500: '{\"error\"")
     assert answer == Answer(None, [], None, None)
 
 
 def test_transport_error_before_any_response():
     resp = CapturedResponse(stream=True, http_status=None, body=b"", transport_error="ConnectError: refused")
     _, outcome = check(resp, request(True, Expect(tool_calls=[ExpectedCall(name="Read")])))
-    assert outcome.failed == ["http.transport_error"]
+    assert outcome.failed == ["http.server_error_on_valid_request", "http.transport_error"]
 
 
 def test_connection_reset_mid_stream_keeps_the_partial_answer():
     resp = sse_response([chunk({"role": "assistant"}), chunk({"content": "par"})], transport_error="ReadError: reset")
     answer, outcome = check(resp)
-    assert outcome.failed == ["http.transport_error"]
+    assert outcome.failed == ["http.server_error_on_valid_request", "http.transport_error"]
     assert answer.content == "par"
 
 
@@ -328,7 +328,7 @@ def test_runaway_stream_is_not_judged_on_its_missing_end():
     _, outcome = check(resp, request(True, Expect(tool_calls=[ExpectedCall(name="Read")])))
     assert outcome.failed == ["runaway.stopped", "tool.raw_markup_in_content"]
     stalled = sse_response([chunk({"role": "assistant"})], stop_cause="stalled")
-    assert check(stalled)[1].failed == ["runaway.stalled"]
+    assert check(stalled)[1].failed == ["http.server_error_on_valid_request", "runaway.stalled"]
 
 
 def test_body_schema_specifics():
@@ -388,7 +388,7 @@ def test_legacy_cache_hit_stream_is_read():
     answer, outcome = check(sse_response(events))
     assert answer.content == TEXT
     assert sorted(outcome.failed) == ["stream.chunk_created_missing", "stream.chunk_id_missing", "stream.chunk_invalid",
-                                      "stream.chunk_model_missing", "stream.chunk_object_wrong"]
+                                      "stream.chunk_model_missing", "stream.chunk_object_wrong", "stream.role_missing"]
     assert outcome.evidence["stream.chunk_invalid"] == "event 1: choices.0.delta: Field required"
 
 

@@ -137,8 +137,8 @@ def test_comparison_table_layout_and_notes():
     md = comparison_table_md(summarize(make_rows()), RUN_META)
     lines = md.splitlines()
     assert lines[0] == "| Metric | legacy | mlx-textgen | Improvement |"
-    assert "| First request | 50 s (n=3) | 3 s (n=3) | **16.7x faster** |" in lines
-    assert "| Follow-up requests | 50 s (n=9) | 0.55 s (n=9) | **90.9x faster** |" in lines
+    assert "| First request (total time) | 50 s (n=3) | 3 s (n=3) | **16.7x faster** |" in lines
+    assert "| Follow-up requests (total time) | 50 s (n=9) | 0.55 s (n=9) | **90.9x faster** |" in lines
     kv = next(line for line in lines if line.startswith("| KV Cache"))
     assert "Not seen (0/9 follow-ups)" in kv and "Reuse seen on 9/9 follow-ups" in kv
     files = next(line for line in lines if line.startswith("| Cache files"))
@@ -154,10 +154,10 @@ def test_comparison_table_layout_and_notes():
 def test_slower_and_not_significant_wording():
     slower = {"legacy": TIMES["mlx-textgen"], "mlx-textgen": TIMES["legacy"]}
     md = comparison_table_md(summarize(make_rows(slower, tools=False)), {})
-    assert "| First request | 3 s (n=3) | 50 s (n=3) | 16.7x slower |" in md
+    assert "| First request (total time) | 3 s (n=3) | 50 s (n=3) | 16.7x slower |" in md
     overlap = {"legacy": [[1.0, 1.1, 0.9], [1.2, 1.0, 1.05]], "mlx-textgen": [[1.05, 1.0, 1.1], [0.95, 1.15, 1.0]]}
     md = comparison_table_md(summarize(make_rows(overlap, tools=False)), {})
-    assert "| First request | 1.1 s (n=2) | 1 s (n=2) | no significant difference" in md
+    assert "| First request (total time) | 1.1 s (n=2) | 1 s (n=2) | no significant difference" in md
     assert "Follow-up requests" in md and md.count("no significant difference") >= 2
     assert (
         improvement_text({"ratio": 1.25, "ci95_low": 1.1, "ci95_high": 1.4, "significant": True}) == "**1.2x faster**"
@@ -186,9 +186,11 @@ def test_build_report_writes_everything(tmp_path):
     assert "Status:" not in md  # a complete run has no warning at the top
     assert "| Metric | legacy | mlx-textgen | Improvement |" in md
     assert "**mlx-textgen: NOT a drop-in replacement for legacy**" in md
-    assert "tools [stream] turn 1: `tool.calls_missing`" in md
+    # Check names link to their entries, which the report carries (it opens offline).
+    assert "tools [stream] turn 1: [`tool.calls_missing`](#tool.calls_missing)" in md
+    assert '<a id="tool.calls_missing"></a>' in md
     # The error (turn 0 of repeat 1) comes before the lost tool call (turn 1) in turn order.
-    assert "| tools | stream | PASS | FAIL (request.error @ turn 0) |" in md
+    assert "| tools | stream | PASS | FAIL ([request.error](#request.error) @ turn 0) |" in md
     assert "ReadTimeout: no answer in 60 s" in md
     assert "mlx_textgen 0.2.1" in md and "![latency_per_turn](latency_per_turn.png)" in md
 

@@ -32,11 +32,14 @@ ROW_COLUMNS = [
     "model",
     "tool_choice",
     "turn",
+    "turn_name",
     "request_kind",
     "stream",
     "started_at",
     "ttft_s",
     "total_s",
+    "ttfb_s",
+    "ttft_content_s",
     "http_status",
     "error",
     "finish_reason",
@@ -62,12 +65,21 @@ ROW_COLUMNS = [
     "check_notes",
     "ab_diff",
     "ab_detail",
+    "ab_reference",
     "stop_cause",
     "fault",
     "fault_action",
     "fault_outcome",
     "fault_evidence",
+    "conversation_sha",
+    "server_session",
+    "served_from_cache",
+    "prompt_tok_s",
+    "capture",
 ]
+# What the summary adds to the rows' frame (harness.analysis.served): answers served without
+# generation, and each request's prompt-processing rate.
+DERIVED_COLUMNS = ["no_generation", "no_generation_why", "prompt_rate", "prompt_rate_source"]
 # summary.csv: one row per (scenario, server, metric), then the ratio rows against the reference.
 SUMMARY_CSV_COLUMNS = [
     "scenario",
@@ -193,10 +205,11 @@ def test_result_row_fields_are_the_documented_schema():
 
 def test_summary_frame_columns_are_the_row_fields(run_dir):
     summary, _ = load_run(run_dir)  # results.jsonl -> rows -> frame -> summary, as the report reads it
-    assert list(summary.frame.columns) == list(ResultRow.model_fields) == ROW_COLUMNS
+    assert list(summary.frame.columns) == [*ROW_COLUMNS, *DERIVED_COLUMNS]
+    assert list(ResultRow.model_fields) == ROW_COLUMNS
     assert len(summary.frame) == len(make_rows())
     # An empty or missing results.jsonl still has every column: later stages select by name.
-    assert list(summarize([]).frame.columns) == ROW_COLUMNS
+    assert list(summarize([]).frame.columns) == [*ROW_COLUMNS, *DERIVED_COLUMNS]
     assert list(rows_frame([]).columns) == ROW_COLUMNS
 
 
@@ -214,11 +227,14 @@ def test_every_field_survives_results_jsonl(tmp_path):
         model="m",
         tool_choice="required",
         turn=3,
+        turn_name="content-null",
         request_kind="restart",
         stream=False,
         started_at=12.5,
         ttft_s=0.5,
         total_s=0.75,
+        ttfb_s=0.01,
+        ttft_content_s=0.6,
         http_status=200,
         error="boom",
         finish_reason="tool_calls",
@@ -244,11 +260,17 @@ def test_every_field_survives_results_jsonl(tmp_path):
         check_notes=["note"],
         ab_diff="different",
         ab_detail="text differs",
+        ab_reference="legacy",
         stop_cause="stalled",
         fault="truncate",
         fault_action="cache_1.safetensors cut from 2,048 to 1,024 bytes",
         fault_outcome="error",
         fault_evidence="HTTP 500",
+        conversation_sha="0123abcd",
+        server_session="s-r0#123",
+        served_from_cache=False,
+        prompt_tok_s=512.0,
+        capture="captures/0001-s-sc-no-stream-t3",
     )
     left_at_default = [
         name

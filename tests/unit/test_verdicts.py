@@ -20,7 +20,7 @@ from harness.verdicts.claims import (
     NOT_COMPARABLE,
     NOT_MEASURED,
     REFUTED,
-    parse_claims_table,
+    parse_claims_or_fail,
     parse_ratio,
     parse_seconds,
     ratio_verdict,
@@ -85,11 +85,11 @@ def gate_cli(run_dir: Path, tmp_path: Path, monkeypatch, capsys, gate_toml: str 
 # --- claims ------------------------------------------------------------------------------------
 
 def test_archive_table_is_parsed():
-    table = read_claims(ARCHIVE)
-    assert table.header == ["Metric", "vllm-mlx-server.py", "MLX-Textgen", "Improvement"]
-    assert [r[0] for r in table.rows] == ["First request", "Follow-up requests", "KV Cache", "Cache files",
-                                          "Code complexity"]
-    assert table.rows[1][2] == "**~0.55 seconds**" and table.line == 7
+    claims = read_claims(ARCHIVE).claims
+    assert claims[0].header == ["Metric", "vllm-mlx-server.py", "MLX-Textgen", "Improvement"]
+    assert [c.subject for c in claims] == ["First request", "Follow-up requests", "KV Cache", "Cache files",
+                                           "Code complexity"]
+    assert claims[1].cells[2] == "**~0.55 seconds**" and claims[0].line == 9 and claims[0].form == "table"
 
 
 def test_figures_in_claim_cells():
@@ -142,17 +142,17 @@ def test_claims_not_comparable_without_the_reference():
     assert by["Follow-up requests"].verdict == NOT_COMPARABLE
 
 
-def test_readme_without_a_table_is_an_error(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="no markdown table"):
-        parse_claims_table("# Title\n\nJust prose, | and a pipe.\n", "x.md")
+def test_readme_without_a_claim_is_an_error(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="no claim found"):
+        parse_claims_or_fail("# Title\n\nJust prose, | and a pipe.\n", "x.md")
     fenced = "```\n| Metric | a | b |\n|---|---|---|\n| First request | 1 s | 2 s |\n```\n"
-    with pytest.raises(ConfigError, match="no markdown table"):
-        parse_claims_table(fenced, "fenced.md")
+    with pytest.raises(ConfigError, match=r"no claim found; 1 claim-like line\(s\) skipped"):
+        parse_claims_or_fail(fenced, "fenced.md")
     readme = tmp_path / "README.md"
     readme.write_text("# Nothing here\n", encoding="utf-8")
     run_dir = write_run(tmp_path / "run", make_rows())
     assert cli.main(["claims", str(readme), "--run", str(run_dir)]) == 2
-    assert "README.md: no markdown table" in capsys.readouterr().err
+    assert "README.md: no claim found" in capsys.readouterr().err
 
 
 def test_claims_cli_and_bad_run_folder(tmp_path, capsys):
