@@ -15,8 +15,14 @@ import uuid
 import psutil
 import pytest
 
-SERVER_MARKERS = ("servers/legacy_server.py", "mlx_textgen_launcher.py", "fault_server.py", "mlx_lm.server",
-                  "instant_server.py", "harness.cli.main record")
+SERVER_MARKERS = (
+    "servers/legacy_server.py",
+    "mlx_textgen_launcher.py",
+    "fault_server.py",
+    "mlx_lm.server",
+    "instant_server.py",
+    "harness.cli.main record",
+)
 SESSION_ENV = "HARNESS_TEST_SESSION"
 SESSION_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 os.environ[SESSION_ENV] = SESSION_ID

@@ -48,8 +48,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def instant_url():
     port = _free_port()
-    process = subprocess.Popen([sys.executable, str(STUB), "--port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, str(STUB), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -94,12 +98,23 @@ def _harness(client: httpx.Client, url: str, body: dict, request, counter: Token
     outcome = conformance.run_checks(timed.captured, answer, request)
     counted = counter.count(answer.content or "")
     delta = cachefiles.diff(before, cachefiles.snapshot([cache_dir]))
-    row = ResultRow(run_id="bench", server="instant", scenario=request.scenario, turn=request.turn,
-                    request_kind="follow-up", stream=request.stream, started_at=time.time(),
-                    ttft_s=timed.ttft_s, total_s=timed.total_s, http_status=timed.captured.http_status,
-                    finish_reason=answer.finish_reason, completion_tokens=counted,
-                    checks_failed=outcome.failed, check_evidence=outcome.evidence,
-                    cache_bytes_total=delta.total_bytes)
+    row = ResultRow(
+        run_id="bench",
+        server="instant",
+        scenario=request.scenario,
+        turn=request.turn,
+        request_kind="follow-up",
+        stream=request.stream,
+        started_at=time.time(),
+        ttft_s=timed.ttft_s,
+        total_s=timed.total_s,
+        http_status=timed.captured.http_status,
+        finish_reason=answer.finish_reason,
+        completion_tokens=counted,
+        checks_failed=outcome.failed,
+        check_evidence=outcome.evidence,
+        cache_bytes_total=delta.total_bytes,
+    )
     return row.model_dump_json()
 
 
@@ -123,19 +138,29 @@ def test_per_request_overhead(benchmark, instant_url, planned, stream, tmp_path)
             if i >= WARMUP_PAIRS:
                 bare.append(middle - started)
                 harness.append(ended - middle)
-        benchmark.pedantic(_harness, args=(client, url, body, planned, counter, tmp_path), rounds=50,
-                           warmup_rounds=5, iterations=1)
+        benchmark.pedantic(
+            _harness, args=(client, url, body, planned, counter, tmp_path), rounds=50, warmup_rounds=5, iterations=1
+        )
     bare_ms, harness_ms = statistics.median(bare) * 1e3, statistics.median(harness) * 1e3
     overhead_ms = harness_ms - bare_ms
-    benchmark.extra_info.update({
-        "stream": stream, "requests": PAIRS, "request_body_bytes": len(httpx.Request("POST", url, json=body).content),
-        "bare_httpx_median_ms": round(bare_ms, 3), "harness_median_ms": round(harness_ms, 3),
-        "overhead_median_ms": round(overhead_ms, 3), "overhead_target_ms": OVERHEAD_TARGET_MS,
-    })
-    print(f"\n{'stream' if stream else 'no-stream'}: bare httpx {bare_ms:.3f} ms, harness {harness_ms:.3f} ms, "
-          f"overhead {overhead_ms:.3f} ms per request (median of {PAIRS})")
+    benchmark.extra_info.update(
+        {
+            "stream": stream,
+            "requests": PAIRS,
+            "request_body_bytes": len(httpx.Request("POST", url, json=body).content),
+            "bare_httpx_median_ms": round(bare_ms, 3),
+            "harness_median_ms": round(harness_ms, 3),
+            "overhead_median_ms": round(overhead_ms, 3),
+            "overhead_target_ms": OVERHEAD_TARGET_MS,
+        }
+    )
+    print(
+        f"\n{'stream' if stream else 'no-stream'}: bare httpx {bare_ms:.3f} ms, harness {harness_ms:.3f} ms, "
+        f"overhead {overhead_ms:.3f} ms per request (median of {PAIRS})"
+    )
     assert overhead_ms <= OVERHEAD_TARGET_MS, (
-        f"the harness adds {overhead_ms:.2f} ms per request (bare {bare_ms:.2f} ms, harness {harness_ms:.2f} ms)")
+        f"the harness adds {overhead_ms:.2f} ms per request (bare {bare_ms:.2f} ms, harness {harness_ms:.2f} ms)"
+    )
 
 
 RSS_PROBE = textwrap.dedent("""
@@ -152,18 +177,35 @@ def test_harness_process_peak_rss(benchmark, tmp_path):
     """`harness run --scenarios short-chat` (report included) against the stub, as a custom command
     server: the harness process's own peak RSS (getrusage RUSAGE_SELF; servers are other processes)."""
     config = tmp_path / "harness.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [server.instant]
         label = "instant stub"
         command = ["{{python}}", "{STUB}", "--port", "{{port}}", "--host", "{{host}}"]
         ready_path = "/health"
-    """))
-    command = [sys.executable, "-c", RSS_PROBE, "run", "--config", str(config), "--servers", "instant",
-               "--reference", "instant", "--scenarios", "short-chat", "--out", str(tmp_path / "runs")]
+    """)
+    )
+    command = [
+        sys.executable,
+        "-c",
+        RSS_PROBE,
+        "run",
+        "--config",
+        str(config),
+        "--servers",
+        "instant",
+        "--reference",
+        "instant",
+        "--scenarios",
+        "short-chat",
+        "--out",
+        str(tmp_path / "runs"),
+    ]
 
     def run() -> subprocess.CompletedProcess:
-        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
-                              env=dict(os.environ, COLUMNS="120"))
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=dict(os.environ, COLUMNS="120")
+        )
 
     done = benchmark.pedantic(run, rounds=1, iterations=1)
     assert done.returncode == 0, done.stderr[-2000:]

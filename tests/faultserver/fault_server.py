@@ -51,9 +51,20 @@ from pathlib import Path
 from typing import Any
 
 MODES = [
-    "normal", "exit-at-start", "never-ready", "never-ready-503", "never-ready-hang", "die-mid-stream",
-    "stream-forever", "repeat-tool-call", "silent-after-accept", "silent-after-role", "malformed-sse",
-    "non-json", "http-500", "slow-drip",
+    "normal",
+    "exit-at-start",
+    "never-ready",
+    "never-ready-503",
+    "never-ready-hang",
+    "die-mid-stream",
+    "stream-forever",
+    "repeat-tool-call",
+    "silent-after-accept",
+    "silent-after-role",
+    "malformed-sse",
+    "non-json",
+    "http-500",
+    "slow-drip",
 ]
 ANSWER_PIECES = ["Hello", " from", " the", " fault", " server."]
 TOOL_CALL = {"name": "Read", "arguments": json.dumps({"file_path": "src/app.py"})}
@@ -62,6 +73,8 @@ DIED_MARKER = ".fault-server-died"
 
 def marker_dir(args: argparse.Namespace) -> Path:
     return Path(args.marker_dir) if args.marker_dir else Path.home()
+
+
 FOREVER = 24 * 3600
 
 
@@ -73,8 +86,14 @@ def log(message: str) -> None:
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
 
 
 def sse(payload: Any) -> bytes:
@@ -98,9 +117,18 @@ def stream_events(model: str, prompt_tokens: int, pieces: list[str] = ANSWER_PIE
 
 def completion_body(model: str, prompt_tokens: int, text: str | None = None) -> bytes:
     body = {
-        "id": "chatcmpl-fault", "object": "chat.completion", "created": 1700000000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text or "".join(ANSWER_PIECES)},
-                     "finish_reason": "stop", "logprobs": None}],
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text or "".join(ANSWER_PIECES)},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": usage(prompt_tokens),
     }
     return json.dumps(body).encode()
@@ -169,8 +197,12 @@ class Handler(BaseHTTPRequestHandler):
         if args.echo_key:
             log(f"received Authorization header: {received!r}")
         if args.api_key and received != f"Bearer {args.api_key}":
-            body = {"error": {"message": f"invalid API key: {received!r}" if args.echo_key else "invalid API key",
-                              "type": "invalid_request_error"}}
+            body = {
+                "error": {
+                    "message": f"invalid API key: {received!r}" if args.echo_key else "invalid API key",
+                    "type": "invalid_request_error",
+                }
+            }
             self._send(401, json.dumps(body).encode())
             return False
         return True
@@ -191,8 +223,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path in ("/v1/models", "/health"):
             model = self.state.args.model_id
-            self._send(200, json.dumps({"object": "list", "data": [
-                {"id": model, "object": "model", "created": 1700000000, "owned_by": "fault-server"}]}).encode())
+            self._send(
+                200,
+                json.dumps(
+                    {
+                        "object": "list",
+                        "data": [{"id": model, "object": "model", "created": 1700000000, "owned_by": "fault-server"}],
+                    }
+                ).encode(),
+            )
         else:
             self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -217,7 +256,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         faulty = number > args.normal_requests and (
-            not args.faulty_requests or number <= args.normal_requests + args.faulty_requests)
+            not args.faulty_requests or number <= args.normal_requests + args.faulty_requests
+        )
         mode = args.mode if faulty else "normal"
         model, prompt = args.model_id, prompt_tokens_of(request)
         if mode == "die-mid-stream" and (marker_dir(args) / DIED_MARKER).exists():
@@ -272,9 +312,20 @@ class Handler(BaseHTTPRequestHandler):
     def fault_repeat_tool_call(self, model: str, prompt: int, stream: bool) -> None:
         if not stream:
             calls = [{"id": f"call_{i}", "type": "function", "function": TOOL_CALL} for i in range(50)]
-            body = {"id": "chatcmpl-fault", "object": "chat.completion", "created": 1700000000, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": calls},
-                                 "finish_reason": "tool_calls"}], "usage": usage(prompt)}
+            body = {
+                "id": "chatcmpl-fault",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": None, "tool_calls": calls},
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": usage(prompt),
+            }
             self._send(200, json.dumps(body).encode())
             return
         self._start_chunked()
@@ -333,7 +384,7 @@ class Handler(BaseHTTPRequestHandler):
             delay = started + (position + 1) * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            byte = rest[position:position + 1]
+            byte = rest[position : position + 1]
             if stream:
                 self._chunk_out(byte)
             else:

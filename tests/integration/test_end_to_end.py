@@ -28,8 +28,13 @@ def default_run(tmp_path_factory):
     previous = os.getcwd()
     os.chdir(work)
     try:
-        config = load_config(overrides={"servers": ["legacy", "mlx-textgen"],
-                                        "scenarios": ["agent-session", "short-chat"], "out": "runs"})
+        config = load_config(
+            overrides={
+                "servers": ["legacy", "mlx-textgen"],
+                "scenarios": ["agent-session", "short-chat"],
+                "out": "runs",
+            }
+        )
         run_dir = Runner(config).run()
     finally:
         os.chdir(previous)
@@ -91,8 +96,14 @@ def test_follow_ups_are_much_faster_on_mlx_textgen(default_run):
 
 def test_report_files_are_written_from_the_rows(default_run):
     paths = build_report(default_run)
-    for key in ("summary_md", "summary_csv", "report_html", "latency_per_turn", "first_vs_followup",
-                "cache_bytes_per_turn"):
+    for key in (
+        "summary_md",
+        "summary_csv",
+        "report_html",
+        "latency_per_turn",
+        "first_vs_followup",
+        "cache_bytes_per_turn",
+    ):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     assert paths["latency_per_turn"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = paths["summary_md"].read_text()

@@ -43,8 +43,19 @@ HARNESS_BIN = Path(sys.executable).parent / "harness"
 
 
 def fault_command(mode: str, *extra: str) -> list[str]:
-    return ["{python}", str(FAULT_SERVER), "--port", "{port}", "--host", "{host}", "--mode", mode,
-            "--model", "{model}", *extra]
+    return [
+        "{python}",
+        str(FAULT_SERVER),
+        "--port",
+        "{port}",
+        "--host",
+        "{host}",
+        "--mode",
+        mode,
+        "--model",
+        "{model}",
+        *extra,
+    ]
 
 
 def fault_module():
@@ -54,15 +65,25 @@ def fault_module():
     return module
 
 
-TOOLS = [{"type": "function", "function": {"name": "Read", "description": "Read a file",
-                                            "parameters": {"type": "object",
-                                                           "properties": {"file_path": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "Read",
+            "description": "Read a file",
+            "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+        },
+    }
+]
 
 
-def scenario_file(tmp_path: Path, name: str = "fault-chat", turns: int = 2, stream: bool = True,
-                  tools: bool = False) -> str:
+def scenario_file(
+    tmp_path: Path, name: str = "fault-chat", turns: int = 2, stream: bool = True, tools: bool = False
+) -> str:
     data: dict[str, Any] = {
-        "name": name, "params": {"max_tokens": 8}, "stream": stream,
+        "name": name,
+        "params": {"max_tokens": 8},
+        "stream": stream,
         "system": "You are a test assistant.",
         "turns": [{"user": f"Question number {i}?", "reply": {"content": f"Answer {i}."}} for i in range(turns)],
     }
@@ -95,14 +116,20 @@ def run_faults(tmp_path: Path, server_commands: dict[str, list[str]], scenarios:
     """One in-process run of the harness against fault servers; returns the rows and run.json."""
     settings = {"ready_timeout_s": 10.0, "request_timeout_s": 5.0, "idle_timeout_s": 3.0, **limits}
     config = RunConfig(
-        servers=list(server_commands), reference=next(iter(server_commands)), scenarios=scenarios,
+        servers=list(server_commands),
+        reference=next(iter(server_commands)),
+        scenarios=scenarios,
         out=str(tmp_path / "reports"),
-        server={name: ServerOverride(command=command) for name, command in server_commands.items()}, **settings,
+        server={name: ServerOverride(command=command) for name, command in server_commands.items()},
+        **settings,
     )
     events: list[tuple[float, str]] = []
     row_times: list[tuple[float, ResultRow]] = []
-    runner = Runner(config, on_event=lambda message: events.append((time.monotonic(), message)),
-                    on_row=lambda row: row_times.append((time.monotonic(), row)))
+    runner = Runner(
+        config,
+        on_event=lambda message: events.append((time.monotonic(), message)),
+        on_row=lambda row: row_times.append((time.monotonic(), row)),
+    )
     run_dir = runner.run()
     meta = json.loads((run_dir / "run.json").read_text())
     return Run(run_dir, read_rows(run_dir), meta, events, row_times)
@@ -114,8 +141,11 @@ def clean(row: ResultRow) -> bool:
 
 def figures(request, fault: str, detect_s: float, user_sees: str) -> None:
     """The figures of one fault: kept as test properties and printed (shown with ``pytest -rP``)."""
-    request.node.user_properties += [("fault", fault), ("time_to_detect_s", round(detect_s, 2)),
-                                     ("user_sees", user_sees[:300])]
+    request.node.user_properties += [
+        ("fault", fault),
+        ("time_to_detect_s", round(detect_s, 2)),
+        ("user_sees", user_sees[:300]),
+    ]
     print(f"fault figure | {fault} | {detect_s:.2f} s | {' '.join(user_sees.split())[:300]}")
 
 
@@ -124,8 +154,12 @@ def figures(request, fault: str, detect_s: float, user_sees: str) -> None:
 
 def test_server_exits_during_startup(tmp_path, leftover_servers, request):
     chat = scenario_file(tmp_path)
-    run = run_faults(tmp_path, {"broken": fault_command("exit-at-start"), "ok": fault_command("normal")}, [chat],
-                     ready_timeout_s=30.0)
+    run = run_faults(
+        tmp_path,
+        {"broken": fault_command("exit-at-start"), "ok": fault_command("normal")},
+        [chat],
+        ready_timeout_s=30.0,
+    )
     [row] = run.rows_of("broken")
     assert row.error.startswith("server failed to start: broken exited with code 1 during start-up")
     assert row.checks_failed == ["http.server_start"]
@@ -151,8 +185,14 @@ def test_real_server_exits_on_a_model_it_cannot_load(tmp_path, leftover_servers,
         (broken / item.name).write_bytes(item.read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
     chat = scenario_file(tmp_path, turns=1, stream=False)
-    config = RunConfig(servers=["legacy"], reference="legacy", scenarios=[chat], model=str(broken),
-                       out=str(tmp_path / "reports"), ready_timeout_s=120.0)
+    config = RunConfig(
+        servers=["legacy"],
+        reference="legacy",
+        scenarios=[chat],
+        model=str(broken),
+        out=str(tmp_path / "reports"),
+        ready_timeout_s=120.0,
+    )
     started = time.monotonic()
     run_dir = Runner(config).run()
     detect = time.monotonic() - started
@@ -168,16 +208,20 @@ def test_real_server_exits_on_a_model_it_cannot_load(tmp_path, leftover_servers,
 # -- 2. the server never becomes ready ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode, seen", [
-    ("never-ready", "still loading the model"),        # the port is never opened
-    ("never-ready-503", "HTTP 503"),                   # the port answers 503 forever
-    ("never-ready-hang", "Timeout"),                   # the port accepts and never answers
-])
+@pytest.mark.parametrize(
+    "mode, seen",
+    [
+        ("never-ready", "still loading the model"),  # the port is never opened
+        ("never-ready-503", "HTTP 503"),  # the port answers 503 forever
+        ("never-ready-hang", "Timeout"),  # the port accepts and never answers
+    ],
+)
 def test_server_never_ready(tmp_path, leftover_servers, request, mode, seen):
     chat = scenario_file(tmp_path, turns=1)
     deadline = 2.0
-    run = run_faults(tmp_path, {"stuck": fault_command(mode), "ok": fault_command("normal")}, [chat],
-                     ready_timeout_s=deadline)
+    run = run_faults(
+        tmp_path, {"stuck": fault_command(mode), "ok": fault_command("normal")}, [chat], ready_timeout_s=deadline
+    )
     [row] = run.rows_of("stuck")
     assert row.error.startswith("server failed to start: stuck did not become ready within 2 s"), row.error
     assert seen in row.error + row.check_evidence["http.server_start"]
@@ -216,16 +260,25 @@ def test_server_killed_mid_answer(tmp_path, leftover_servers, request, stream):
 # -- 4. runaway answers ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode, stream, cause", [
-    ("stream-forever", True, "stream still running after 2 s"),
-    ("stream-forever", False, "answer still arriving after 2 s"),
-    ("repeat-tool-call", True, "tool 'Read' called more than 8 times in one answer"),
-], ids=["stream-forever", "body-forever", "repeat-tool-call"])
+@pytest.mark.parametrize(
+    "mode, stream, cause",
+    [
+        ("stream-forever", True, "stream still running after 2 s"),
+        ("stream-forever", False, "answer still arriving after 2 s"),
+        ("repeat-tool-call", True, "tool 'Read' called more than 8 times in one answer"),
+    ],
+    ids=["stream-forever", "body-forever", "repeat-tool-call"],
+)
 def test_runaway(tmp_path, leftover_servers, request, mode, stream, cause):
     chat = scenario_file(tmp_path, turns=2, stream=stream, tools=True)
     budget = 2.0
-    run = run_faults(tmp_path, {"runaway": fault_command(mode, "--faulty-requests", "1")}, [chat],
-                     request_timeout_s=budget, idle_timeout_s=1.5)
+    run = run_faults(
+        tmp_path,
+        {"runaway": fault_command(mode, "--faulty-requests", "1")},
+        [chat],
+        request_timeout_s=budget,
+        idle_timeout_s=1.5,
+    )
     runaway, after = run.rows_of("runaway")
     assert runaway.stop_cause == "runaway" and runaway.error.startswith(cause), runaway.error
     assert "runaway.stopped" in runaway.checks_failed
@@ -234,22 +287,30 @@ def test_runaway(tmp_path, leftover_servers, request, mode, stream, cause):
         assert runaway.total_s >= budget
     assert clean(after), after.check_evidence  # the run goes on with the next request
     assert leftover_servers() == []
-    figures(request, f"4. runaway ({mode}, {'stream' if stream else 'no-stream'})", runaway.total_s,
-            runaway.error)
+    figures(request, f"4. runaway ({mode}, {'stream' if stream else 'no-stream'})", runaway.total_s, runaway.error)
 
 
 # -- 5. the server accepts and then goes silent ----------------------------------------------------
 
 
-@pytest.mark.parametrize("mode, stream, cause", [
-    ("silent-after-accept", True, "no byte for 1.5 s (stream went silent)"),
-    ("silent-after-role", True, "no byte for 1.5 s (stream went silent)"),
-    ("silent-after-accept", False, "no answer within 2 s"),
-], ids=["stream-silent", "stream-silent-after-role", "no-stream-silent"])
+@pytest.mark.parametrize(
+    "mode, stream, cause",
+    [
+        ("silent-after-accept", True, "no byte for 1.5 s (stream went silent)"),
+        ("silent-after-role", True, "no byte for 1.5 s (stream went silent)"),
+        ("silent-after-accept", False, "no answer within 2 s"),
+    ],
+    ids=["stream-silent", "stream-silent-after-role", "no-stream-silent"],
+)
 def test_stalled(tmp_path, leftover_servers, request, mode, stream, cause):
     chat = scenario_file(tmp_path, turns=3, stream=stream)
-    run = run_faults(tmp_path, {"silent": fault_command(mode, "--normal-requests", "1", "--faulty-requests", "1")},
-                     [chat], request_timeout_s=2.0, idle_timeout_s=1.5)
+    run = run_faults(
+        tmp_path,
+        {"silent": fault_command(mode, "--normal-requests", "1", "--faulty-requests", "1")},
+        [chat],
+        request_timeout_s=2.0,
+        idle_timeout_s=1.5,
+    )
     before, stalled, after = run.rows_of("silent")
     assert clean(before) and clean(after), (before.check_evidence, after.check_evidence)
     assert stalled.stop_cause == "stalled" and stalled.error.startswith(cause), stalled.error
@@ -257,22 +318,24 @@ def test_stalled(tmp_path, leftover_servers, request, mode, stream, cause):
     limit = 1.5 if stream else 2.0
     assert limit <= stalled.total_s < limit + 1.0
     assert leftover_servers() == []
-    figures(request, f"5. silent ({mode}, {'stream' if stream else 'no-stream'})", stalled.total_s,
-            stalled.error)
+    figures(request, f"5. silent ({mode}, {'stream' if stream else 'no-stream'})", stalled.total_s, stalled.error)
 
 
 # -- 6. malformed answers ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode, stream, check, first_bad_bytes", [
-    ("malformed-sse", True, "stream.bad_json", '{"choices": [{"index": 0, "delta": {"content": "he'),
-    ("malformed-sse", True, "stream.framing", "this line is not an SSE field"),
-    ("malformed-sse", False, "schema.not_json", '{"id": "chatcmpl-fault", "choices": [{"index": 0'),
-    ("non-json", False, "schema.not_json", "<html><body>502 Bad Gateway"),
-    ("non-json", True, "stream.framing", "<html><body>502 Bad Gateway"),
-    ("http-500", False, "http.server_error_on_valid_request", "boom: generation failed"),
-    ("http-500", True, "http.server_error_on_valid_request", "boom: generation failed"),
-])
+@pytest.mark.parametrize(
+    "mode, stream, check, first_bad_bytes",
+    [
+        ("malformed-sse", True, "stream.bad_json", '{"choices": [{"index": 0, "delta": {"content": "he'),
+        ("malformed-sse", True, "stream.framing", "this line is not an SSE field"),
+        ("malformed-sse", False, "schema.not_json", '{"id": "chatcmpl-fault", "choices": [{"index": 0'),
+        ("non-json", False, "schema.not_json", "<html><body>502 Bad Gateway"),
+        ("non-json", True, "stream.framing", "<html><body>502 Bad Gateway"),
+        ("http-500", False, "http.server_error_on_valid_request", "boom: generation failed"),
+        ("http-500", True, "http.server_error_on_valid_request", "boom: generation failed"),
+    ],
+)
 def test_malformed_answers(tmp_path, leftover_servers, request, mode, stream, check, first_bad_bytes):
     chat = scenario_file(tmp_path, turns=2, stream=stream)
     run = run_faults(tmp_path, {"bad": fault_command(mode, "--faulty-requests", "1")}, [chat])
@@ -285,8 +348,12 @@ def test_malformed_answers(tmp_path, leftover_servers, request, mode, stream, ch
         assert bad.error is None and bad.http_status == 200
     assert clean(after), after.check_evidence
     assert leftover_servers() == []
-    figures(request, f"6. {mode} ({'stream' if stream else 'no-stream'})", bad.total_s,
-            f"{check}: {bad.check_evidence[check]}")
+    figures(
+        request,
+        f"6. {mode} ({'stream' if stream else 'no-stream'})",
+        bad.total_s,
+        f"{check}: {bad.check_evidence[check]}",
+    )
 
 
 # -- 7. slow drip -----------------------------------------------------------------------------------
@@ -298,8 +365,9 @@ def test_slow_drip_one_byte_per_second_is_cut_at_the_budget(tmp_path, leftover_s
     budget = 3.0
     started = time.monotonic()
     # 1 byte/s never trips the 2 s idle timeout; the whole-request budget must end it.
-    run = run_faults(tmp_path, {"drip": fault_command("slow-drip")}, [chat],
-                     request_timeout_s=budget, idle_timeout_s=2.0)
+    run = run_faults(
+        tmp_path, {"drip": fault_command("slow-drip")}, [chat], request_timeout_s=budget, idle_timeout_s=2.0
+    )
     wall = time.monotonic() - started
     [row] = run.rows_of("drip")
     assert row.stop_cause == "runaway", (row.error, row.stop_cause)
@@ -313,8 +381,13 @@ def test_slow_drip_timing_is_correct(tmp_path, leftover_servers, request):
     chat = scenario_file(tmp_path, turns=1, stream=True)
     interval = 0.004
     # Each event takes longer to arrive than the idle timeout: the bytes in between keep it alive.
-    run = run_faults(tmp_path, {"drip": fault_command("slow-drip", "--drip-interval", str(interval))}, [chat],
-                     request_timeout_s=30.0, idle_timeout_s=0.4)
+    run = run_faults(
+        tmp_path,
+        {"drip": fault_command("slow-drip", "--drip-interval", str(interval))},
+        [chat],
+        request_timeout_s=30.0,
+        idle_timeout_s=0.4,
+    )
     [row] = run.rows_of("drip")
     assert clean(row), (row.error, row.check_evidence)
     assert row.content == "Hello from the fault server."
@@ -328,9 +401,13 @@ def test_slow_drip_timing_is_correct(tmp_path, leftover_servers, request):
     assert expected_total - 0.1 <= row.total_s <= expected_total + 1.0, (row.total_s, expected_total)
     assert row.ttft_s < row.total_s
     assert leftover_servers() == []
-    figures(request, "7. slow drip, timing", row.total_s,
-            f"ttft {row.ttft_s:.2f} s (expected {expected_ttft:.2f}), total {row.total_s:.2f} s "
-            f"(expected {expected_total:.2f})")
+    figures(
+        request,
+        "7. slow drip, timing",
+        row.total_s,
+        f"ttft {row.ttft_s:.2f} s (expected {expected_ttft:.2f}), total {row.total_s:.2f} s "
+        f"(expected {expected_total:.2f})",
+    )
 
 
 # -- 8. the port is already in use ------------------------------------------------------------------
@@ -373,8 +450,12 @@ def test_port_in_use_another_free_port_is_chosen(tmp_path, leftover_servers, req
 
 
 def _config_file(tmp_path: Path, command: list[str], scenario: str, **settings: Any) -> Path:
-    lines = ['servers = ["fault"]', 'reference = "fault"', f"scenarios = [{json.dumps(scenario)}]",
-             f"out = {json.dumps(str(tmp_path / 'reports'))}"]
+    lines = [
+        'servers = ["fault"]',
+        'reference = "fault"',
+        f"scenarios = [{json.dumps(scenario)}]",
+        f"out = {json.dumps(str(tmp_path / 'reports'))}",
+    ]
     lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     lines += ["[server.fault]", f"command = {json.dumps(command)}"]
     path = tmp_path / "harness.toml"
@@ -428,8 +509,12 @@ def test_signal_during_a_request(tmp_path, leftover_servers, request, sig, code)
         (run_dir / name).unlink()
     assert cli.main(["report", str(run_dir)]) == 0
     assert "fault" in (run_dir / "summary.md").read_text() and (run_dir / "report.html").is_file()
-    figures(request, f"9. {sig.name} during a request", detect,
-            f"exit {code}; 'interrupted by signal {int(sig)}: servers stopped, rows so far kept'; partial report")
+    figures(
+        request,
+        f"9. {sig.name} during a request",
+        detect,
+        f"exit {code}; 'interrupted by signal {int(sig)}: servers stopped, rows so far kept'; partial report",
+    )
 
 
 def test_signal_during_server_startup(tmp_path, leftover_servers, request):
@@ -457,16 +542,20 @@ def test_signal_during_server_startup(tmp_path, leftover_servers, request):
 # -- 10. the run folder cannot be written ------------------------------------------------------------
 
 
-def test_unwritable_run_folder_fails_before_any_server_starts(tmp_path, leftover_servers, request,
-                                                            monkeypatch, capsys):
+def test_unwritable_run_folder_fails_before_any_server_starts(tmp_path, leftover_servers, request, monkeypatch, capsys):
     chat = scenario_file(tmp_path)
     not_a_dir = tmp_path / "a-file"
     not_a_dir.write_text("not a folder")
     spawned: list[Any] = []
     real_popen = subprocess.Popen
     monkeypatch.setattr(servers.subprocess, "Popen", lambda *a, **k: spawned.append(a) or real_popen(*a, **k))
-    config = RunConfig(servers=["fault"], reference="fault", scenarios=[chat], out=str(not_a_dir / "reports"),
-                       server={"fault": ServerOverride(command=fault_command("normal"))})
+    config = RunConfig(
+        servers=["fault"],
+        reference="fault",
+        scenarios=[chat],
+        out=str(not_a_dir / "reports"),
+        server={"fault": ServerOverride(command=fault_command("normal"))},
+    )
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"cannot write the run folder .*Choose a writable folder with --out DIR"):
         Runner(config).run()
@@ -488,8 +577,13 @@ def test_read_only_run_folder(tmp_path, leftover_servers):
     out.mkdir()
     out.chmod(0o500)
     try:
-        config = RunConfig(servers=["fault"], reference="fault", scenarios=[chat], out=str(out),
-                           server={"fault": ServerOverride(command=fault_command("normal"))})
+        config = RunConfig(
+            servers=["fault"],
+            reference="fault",
+            scenarios=[chat],
+            out=str(out),
+            server={"fault": ServerOverride(command=fault_command("normal"))},
+        )
         with pytest.raises(ConfigError, match="cannot write the run folder"):
             Runner(config).run()
     finally:
@@ -513,11 +607,18 @@ def test_rows_flushed_per_request_and_run_folder_records_the_run(tmp_path, lefto
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    config = RunConfig(servers=["fault"], reference="fault", scenarios=[first, second], out=str(tmp_path / "reports"),
-                       server={"fault": ServerOverride(command=fault_command("normal"))}, request_timeout_s=7.0)
+    config = RunConfig(
+        servers=["fault"],
+        reference="fault",
+        scenarios=[first, second],
+        out=str(tmp_path / "reports"),
+        server={"fault": ServerOverride(command=fault_command("normal"))},
+        request_timeout_s=7.0,
+    )
     on_disk: list[int] = []
-    runner = Runner(config, on_row=lambda row: on_disk.append(
-        len((runner.run_dir / "results.jsonl").read_text().splitlines())))
+    runner = Runner(
+        config, on_row=lambda row: on_disk.append(len((runner.run_dir / "results.jsonl").read_text().splitlines()))
+    )
     run_dir = runner.run()
     # Each row is on disk by the time it is reported, and rows are fsynced at each scenario's end.
     assert on_disk == [1, 2, 3, 4]

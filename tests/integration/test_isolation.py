@@ -28,8 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAULT_SERVER = REPO_ROOT / "tests" / "faultserver" / "fault_server.py"
 HARNESS_BIN = Path(sys.executable).parent / "harness"
 SECRET = "sk-test-5ecr3t-7f1c2a9e"
-SERVER_PROGRAMS = {"legacy_server.py": "legacy", "mlx_textgen_launcher.py": "mlx-textgen",
-                   "fault_server.py": "fault"}
+SERVER_PROGRAMS = {"legacy_server.py": "legacy", "mlx_textgen_launcher.py": "mlx-textgen", "fault_server.py": "fault"}
 
 
 def fake_user_home(root: Path) -> Path:
@@ -46,14 +45,20 @@ def snapshot(home: Path) -> dict[str, tuple[int, int, bytes]]:
     for folder in (".cache/mlx_textgen", ".anyclaude"):
         for path in sorted((home / folder).rglob("*")):
             stat = path.stat()
-            found[str(path.relative_to(home))] = (stat.st_size, stat.st_mtime_ns,
-                                                  path.read_bytes() if path.is_file() else b"")
+            found[str(path.relative_to(home))] = (
+                stat.st_size,
+                stat.st_mtime_ns,
+                path.read_bytes() if path.is_file() else b"",
+            )
     return found
 
 
 def user_env(home: Path) -> dict[str, str]:
-    return {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
-            "MLX_KV_CACHE_DIR": str(home / ".anyclaude" / "kv-cache")}
+    return {
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "MLX_KV_CACHE_DIR": str(home / ".anyclaude" / "kv-cache"),
+    }
 
 
 def files_containing(root: Path, secret: str) -> list[str]:
@@ -61,9 +66,13 @@ def files_containing(root: Path, secret: str) -> list[str]:
 
 
 def scenario_file(tmp_path: Path, stream: bool = False, turns: int = 2) -> str:
-    data = {"name": "isolation-chat", "params": {"max_tokens": 8}, "stream": stream,
-            "system": "You are a test assistant.",
-            "turns": [{"user": f"Question number {i}?", "reply": {"content": f"Answer {i}."}} for i in range(turns)]}
+    data = {
+        "name": "isolation-chat",
+        "params": {"max_tokens": 8},
+        "stream": stream,
+        "system": "You are a test assistant.",
+        "turns": [{"user": f"Question number {i}?", "reply": {"content": f"Answer {i}."}} for i in range(turns)],
+    }
     path = tmp_path / "isolation-chat.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return str(path)
@@ -95,8 +104,13 @@ def test_real_servers_are_isolated_and_the_key_never_leaks(tmp_path, leftover_se
     chat = scenario_file(tmp_path)
     env = dict(os.environ, **user_env(home), HARNESS_API_KEY=SECRET)
     log = (tmp_path / "harness.out").open("wb")
-    proc = subprocess.Popen([str(HARNESS_BIN), "run", "--servers", "legacy,mlx-textgen", "--scenarios", chat,
-                             "--out", str(out)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(HARNESS_BIN), "run", "--servers", "legacy,mlx-textgen", "--scenarios", chat, "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     listening: dict[str, set[str]] = {}
     envs: dict[str, dict[str, str]] = {}
     try:
@@ -141,13 +155,29 @@ def test_real_servers_are_isolated_and_the_key_never_leaks(tmp_path, leftover_se
 
 
 def fault_command(mode: str, *extra: str) -> list[str]:
-    return ["{python}", str(FAULT_SERVER), "--port", "{port}", "--host", "{host}", "--mode", mode,
-            "--model", "{model}", *extra]
+    return [
+        "{python}",
+        str(FAULT_SERVER),
+        "--port",
+        "{port}",
+        "--host",
+        "{host}",
+        "--mode",
+        mode,
+        "--model",
+        "{model}",
+        *extra,
+    ]
 
 
 def write_config(tmp_path: Path, chat: str, servers: dict[str, list[str]]) -> Path:
-    lines = [f"servers = {json.dumps(list(servers))}", f"reference = {json.dumps(next(iter(servers)))}",
-             f"scenarios = [{json.dumps(chat)}]", "ready_timeout_s = 20.0", "request_timeout_s = 10.0"]
+    lines = [
+        f"servers = {json.dumps(list(servers))}",
+        f"reference = {json.dumps(next(iter(servers)))}",
+        f"scenarios = [{json.dumps(chat)}]",
+        "ready_timeout_s = 20.0",
+        "request_timeout_s = 10.0",
+    ]
     for name, command in servers.items():
         lines += [f"[server.{name}]", f"command = {json.dumps(command)}"]
     path = tmp_path / "harness.toml"
@@ -170,10 +200,14 @@ def test_key_echoed_by_a_server_is_redacted_everywhere(tmp_path, monkeypatch, ca
         monkeypatch.delenv("HARNESS_API_KEY", raising=False)
         args = ["--api-key", SECRET]
     chat = scenario_file(tmp_path, stream=True)
-    config = write_config(tmp_path, chat, {
-        "keyed": fault_command("normal", "--api-key", "{api_key}", "--echo-key", "--touch-caches"),
-        "keyed-broken": fault_command("exit-at-start", "--api-key", "{api_key}"),
-    })
+    config = write_config(
+        tmp_path,
+        chat,
+        {
+            "keyed": fault_command("normal", "--api-key", "{api_key}", "--echo-key", "--touch-caches"),
+            "keyed-broken": fault_command("exit-at-start", "--api-key", "{api_key}"),
+        },
+    )
     out = tmp_path / "reports"
     assert cli.main(["run", "--config", str(config), "--out", str(out), *args]) == 0
     console = capsys.readouterr()

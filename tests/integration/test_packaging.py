@@ -35,11 +35,11 @@ DATA_FILES = [
 ]
 
 
-def _run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None,
-         timeout_s: float) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout_s: float
+) -> subprocess.CompletedProcess[str]:
     """Runs a command to its end; on a hang it is sent SIGTERM (the harness then stops its servers)."""
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -64,8 +64,23 @@ def _build_wheel(tmp: Path) -> Path:
     # No build isolation, so nothing is fetched: the venv's setuptools builds it (torch's pin brings
     # setuptools >= 77, which makes wheels without the separate `wheel` package).
     dist = tmp / "dist"
-    done = _run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                 "--disable-pip-version-check", "--no-index", "-w", str(dist)], cwd=src, timeout_s=180)
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--no-index",
+            "-w",
+            str(dist),
+        ],
+        cwd=src,
+        timeout_s=180,
+    )
     assert done.returncode == 0, f"pip wheel failed:\n{done.stdout[-3000:]}"
     wheels = list(dist.glob("mlx_migration_harness-*.whl"))
     assert len(wheels) == 1, wheels
@@ -85,8 +100,22 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path):
     assert "harness/cli/main.py" in names and not any("__pycache__" in n for n in names)
 
     site = tmp_path / "site"
-    done = _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check",
-                 "--target", str(site), str(wheel)], cwd=tmp_path, timeout_s=120)
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        cwd=tmp_path,
+        timeout_s=120,
+    )
     assert done.returncode == 0, f"pip install failed:\n{done.stdout[-3000:]}"
 
     elsewhere = tmp_path / "elsewhere"  # not the checkout: no ./harness to import by accident
@@ -94,9 +123,17 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(site), HARNESS_MODELS_DIR=str(tmp_path / "models"))
     env.pop("PYTHONSAFEPATH", None)
 
-    where = _run([sys.executable, "-c", "import harness, harness.core.paths as p; "
-                  "print(harness.__file__); print(p.data_dir()); print(p.built_models_dir())"],
-                 cwd=elsewhere, env=env, timeout_s=60)
+    where = _run(
+        [
+            sys.executable,
+            "-c",
+            "import harness, harness.core.paths as p; "
+            "print(harness.__file__); print(p.data_dir()); print(p.built_models_dir())",
+        ],
+        cwd=elsewhere,
+        env=env,
+        timeout_s=60,
+    )
     assert where.returncode == 0, where.stdout
     package_file, data_dir, models_dir = (Path(line) for line in where.stdout.split())
     assert package_file == site / "harness" / "__init__.py", f"imported {package_file}, not the installed copy"
@@ -108,14 +145,32 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path):
     assert (tmp_path / "models" / "tiny-chat-qwen2" / "model.safetensors").is_file()
 
     reports = tmp_path / "reports"
-    ran = _run([sys.executable, "-m", "harness.cli.main", "run", "--scenarios", "short-chat", "--servers", "legacy",
-                "--out", str(reports)], cwd=elsewhere, env=env, timeout_s=300)
+    ran = _run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli.main",
+            "run",
+            "--scenarios",
+            "short-chat",
+            "--servers",
+            "legacy",
+            "--out",
+            str(reports),
+        ],
+        cwd=elsewhere,
+        env=env,
+        timeout_s=300,
+    )
     assert ran.returncode == 0, f"run failed:\n{ran.stdout[-3000:]}"
     run_dirs = [p for p in reports.iterdir() if p.is_dir()]
     assert len(run_dirs) == 1, run_dirs
     run_dir = run_dirs[0]
-    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (run_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     assert rows, ran.stdout[-3000:]
     assert [row["error"] for row in rows if row["error"]] == []
     assert all(row["http_status"] == 200 and row["scenario"] == "short-chat" for row in rows)

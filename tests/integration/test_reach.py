@@ -32,14 +32,19 @@ def _run(tmp_path, config_text: str = "", **overrides):
 
 
 def _rows(run_dir, server, scenario):
-    return [r for r in read_rows(run_dir) if r.server == server and r.scenario == scenario
-            and r.request_kind != "warmup"]
+    return [
+        r for r in read_rows(run_dir) if r.server == server and r.scenario == scenario and r.request_kind != "warmup"
+    ]
 
 
 @pytest.fixture(scope="module")
 def restart_and_bust(tiny_model, tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("reach"), servers=["legacy", "mlx-textgen"],
-                scenarios=["restart", "cache-bust"], context_tokens=[200])
+    return _run(
+        tmp_path_factory.mktemp("reach"),
+        servers=["legacy", "mlx-textgen"],
+        scenarios=["restart", "cache-bust"],
+        context_tokens=[200],
+    )
 
 
 def test_mlx_textgen_serves_the_request_after_a_restart_from_its_disk_cache(restart_and_bust):
@@ -90,7 +95,9 @@ def test_mlx_lm_server_runs_as_a_third_server(tiny_model, tmp_path):
 
 
 def test_a_custom_command_and_a_remote_base_url_are_servers_too(legacy_server, tmp_path):
-    run_dir = _run(tmp_path, f"""
+    run_dir = _run(
+        tmp_path,
+        f"""
         [server.my-legacy]
         label = "legacy stand-in under another name"
         command = ["{{python}}", "{{programs}}/legacy_server.py", "--model", "{{model}}",
@@ -100,7 +107,11 @@ def test_a_custom_command_and_a_remote_base_url_are_servers_too(legacy_server, t
         env = {{MLX_KV_CACHE_DIR = "{{home}}/kv"}}
         [server.fleet]
         base_url = "{legacy_server.base_url}"
-    """, servers=["my-legacy", "fleet"], reference="my-legacy", scenarios=["short-chat"])
+    """,
+        servers=["my-legacy", "fleet"],
+        reference="my-legacy",
+        scenarios=["short-chat"],
+    )
     for server in ("my-legacy", "fleet"):
         rows = _rows(run_dir, server, "short-chat")
         assert len(rows) == 4 and all(r.error is None for r in rows), [r.error for r in rows]
@@ -117,16 +128,32 @@ def test_a_custom_command_and_a_remote_base_url_are_servers_too(legacy_server, t
 
 
 def test_side_requests_take_mlx_textgen_s_only_cache_slot(tiny_model, tmp_path):
-    run_dir = _run(tmp_path, """
+    run_dir = _run(
+        tmp_path,
+        """
         [server.mlx-textgen]
         extra_args = ["--max-capacity", "1"]
-    """, servers=["mlx-textgen"], reference="mlx-textgen", scenarios=["side-requests"],
-        context_tokens=[100], warmup=True)
+    """,
+        servers=["mlx-textgen"],
+        reference="mlx-textgen",
+        scenarios=["side-requests"],
+        context_tokens=[100],
+        warmup=True,
+    )
     every = [r for r in read_rows(run_dir) if r.server == "mlx-textgen"]
     assert every[0].request_kind == "warmup" and every[0].error is None
     rows = every[1:]
-    assert [r.request_kind for r in rows] == ["first", "side", "follow-up", "follow-up", "side", "follow-up",
-                                              "follow-up", "side", "follow-up"]
+    assert [r.request_kind for r in rows] == [
+        "first",
+        "side",
+        "follow-up",
+        "follow-up",
+        "side",
+        "follow-up",
+        "follow-up",
+        "side",
+        "follow-up",
+    ]
     assert all(r.error is None for r in rows), [r.error for r in rows]
     main = [(previous, row) for previous, row in itertools.pairwise(rows) if row.request_kind == "follow-up"]
     after_side = [row for previous, row in main if previous.request_kind == "side"]

@@ -24,7 +24,8 @@ STUB = Path(__file__).resolve().parents[2] / "tests" / "stubs" / "instant_server
 def _config(tmp_path: Path, *stub_args: str, **overrides):
     toml = tmp_path / "harness.toml"
     args = ", ".join(f'"{a}"' for a in stub_args)
-    toml.write_text(textwrap.dedent(f"""
+    toml.write_text(
+        textwrap.dedent(f"""
         servers = ["instant"]
         reference = "instant"
         [server.instant]
@@ -32,7 +33,8 @@ def _config(tmp_path: Path, *stub_args: str, **overrides):
         command = ["{{python}}", "{STUB}", "--port", "{{port}}", "--host", "{{host}}"{", " + args if args else ""}]
         ready_path = "/health"
         ready_timeout_s = 30
-    """))
+    """)
+    )
     overrides.setdefault("out", str(tmp_path / "runs"))
     return load_config(toml, overrides, project_dir=tmp_path)
 
@@ -77,7 +79,9 @@ def test_context_sizes_replay_each_scenario_once_per_size_and_plot_it(tmp_path):
     run_dir = Runner(config).run()
     rows = read_rows(run_dir)
     assert [(r.scenario, r.context_tokens) for r in rows if r.turn == 0] == [
-        ("short-chat@100", 100), ("short-chat@400", 400)]
+        ("short-chat@100", 100),
+        ("short-chat@400", 400),
+    ]
     assert all(r.prompt_tokens for r in rows)
     small = next(r for r in rows if r.context_tokens == 100 and r.turn == 0).prompt_tokens
     large = next(r for r in rows if r.context_tokens == 400 and r.turn == 0).prompt_tokens

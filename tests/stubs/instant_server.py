@@ -76,8 +76,21 @@ class Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
         base = {"id": "chatcmpl-instant", "created": int(time.time()), "model": body.get("model") or MODEL_ID}
         if not body.get("stream"):
-            self._send_json(200, {**base, "object": "chat.completion", "usage": usage, "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "length"}]})
+            self._send_json(
+                200,
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "usage": usage,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                            "finish_reason": "length",
+                        }
+                    ],
+                },
+            )
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -88,8 +101,13 @@ class Handler(BaseHTTPRequestHandler):
         events = [
             {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
         ]
-        events += [{**chunk, "choices": [{"index": 0, "delta": {"content": ("" if i == 0 else " ") + w},
-                                          "finish_reason": None}]} for i, w in enumerate(words)]
+        events += [
+            {
+                **chunk,
+                "choices": [{"index": 0, "delta": {"content": ("" if i == 0 else " ") + w}, "finish_reason": None}],
+            }
+            for i, w in enumerate(words)
+        ]
         events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
         events.append({**chunk, "choices": [], "usage": usage})
         for event in events:

@@ -45,6 +45,7 @@ OUTSIDE = {"data"}  # package data: not modules of the harness
 
 # --- the graph ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Edge:
     source: str
@@ -83,8 +84,11 @@ def stage_of(package: str, module: str) -> str | None:
 
 
 def collect_modules(package_dir: Path) -> dict[str, Path]:
-    return {module_name(package_dir, path): path for path in sorted(package_dir.rglob("*.py"))
-            if "__pycache__" not in path.parts}
+    return {
+        module_name(package_dir, path): path
+        for path in sorted(package_dir.rglob("*.py"))
+        if "__pycache__" not in path.parts
+    }
 
 
 def _is_dunder(name: str) -> bool:
@@ -206,8 +210,12 @@ class _ModuleScanner(ast.NodeVisitor):
             else:
                 continue
             for target in targets:
-                if (owner and isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                        and target.value.id == "self"):
+                if (
+                    owner
+                    and isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
                     attrs[target.attr] = owner
 
     def _parameter_owners(self, function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> dict[str, str | None]:
@@ -259,8 +267,12 @@ class _ModuleScanner(ast.NodeVisitor):
                     return ("instance", scope[node.id]) if scope[node.id] else None
             return self.bindings.get(node.id)
         if isinstance(node, ast.Attribute):
-            if (isinstance(node.value, ast.Name) and node.value.id == "self" and self.class_attrs
-                    and node.attr in self.class_attrs[-1]):
+            if (
+                isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and self.class_attrs
+                and node.attr in self.class_attrs[-1]
+            ):
                 return ("instance", self.class_attrs[-1][node.attr])
             base = self._resolve(node.value)
             if base and base[0] == "module":
@@ -278,12 +290,19 @@ class _ModuleScanner(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         # getattr(obj, "_x"), setattr(obj, "_x", v), hasattr(obj, "_x")
-        if (isinstance(func, ast.Name) and func.id in ("getattr", "setattr", "hasattr", "delattr")
-                and len(node.args) >= 2):
+        if (
+            isinstance(func, ast.Name)
+            and func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) >= 2
+        ):
             self._private_key(node, node.args[0], node.args[1], ast.unparse(node))
         # obj.__dict__.get("_x") / .setdefault("_x", ...) / .pop("_x")
-        if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Attribute)
-                and func.value.attr == "__dict__" and node.args):
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Attribute)
+            and func.value.attr == "__dict__"
+            and node.args
+        ):
             self._private_key(node, func.value.value, node.args[0], ast.unparse(node))
         self.generic_visit(node)
 
@@ -302,8 +321,11 @@ class _ModuleScanner(ast.NodeVisitor):
 
 def scan(package_dir: Path) -> Graph:
     package_dir = Path(package_dir)
-    modules = {name: path for name, path in collect_modules(package_dir).items()
-               if stage_of(package_dir.name, name) not in OUTSIDE}
+    modules = {
+        name: path
+        for name, path in collect_modules(package_dir).items()
+        if stage_of(package_dir.name, name) not in OUTSIDE
+    }
     graph = Graph(package_dir.name, package_dir, modules)
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -312,6 +334,7 @@ def scan(package_dir: Path) -> Graph:
 
 
 # --- the rules ------------------------------------------------------------------------------------
+
 
 def find_cycles(graph: Graph) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), each sorted."""
@@ -369,20 +392,27 @@ def layering_report(graph: Graph, stages: list[str]) -> list[str]:
     for edge in graph.edges:
         source, target = stage_of(graph.package, edge.source), stage_of(graph.package, edge.target)
         if source is None:
-            lines.append(f"{edge.where()}: the root package imports {edge.target}; it must import nothing "
-                         "of the package (every module may import it)")
+            lines.append(
+                f"{edge.where()}: the root package imports {edge.target}; it must import nothing "
+                "of the package (every module may import it)"
+            )
         elif target in OUTSIDE:
-            lines.append(f"{edge.where()}: {edge.source} imports {edge.target}: package data is read as "
-                         "files (harness.core.paths), never imported")
+            lines.append(
+                f"{edge.where()}: {edge.source} imports {edge.target}: package data is read as "
+                "files (harness.core.paths), never imported"
+            )
         elif target is None or source not in rank or target not in rank:
             continue  # the root package (below everything); unplaced stages fail their own test
         elif rank[target] > rank[source]:
-            lines.append(f"{edge.where()}: {edge.source} ({source}) imports {edge.target} ({target}), "
-                         f"a higher stage ({edge.how}); imports go down only: {order}")
+            lines.append(
+                f"{edge.where()}: {edge.source} ({source}) imports {edge.target} ({target}), "
+                f"a higher stage ({edge.how}); imports go down only: {order}"
+            )
     return lines
 
 
 # --- the tests on harness/ ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def graph() -> Graph:
@@ -390,12 +420,16 @@ def graph() -> Graph:
 
 
 def test_every_subpackage_is_a_placed_stage():
-    found = sorted(p.name for p in PACKAGE_DIR.iterdir()
-                   if p.is_dir() and p.name not in OUTSIDE and not p.name.startswith((".", "__"))
-                   and any(p.rglob("*.py")))
+    found = sorted(
+        p.name
+        for p in PACKAGE_DIR.iterdir()
+        if p.is_dir() and p.name not in OUTSIDE and not p.name.startswith((".", "__")) and any(p.rglob("*.py"))
+    )
     unplaced = [name for name in found if name not in STAGES]
-    assert not unplaced, (f"harness/{unplaced[0]}/ is not in STAGES of {__file__}: place every new stage "
-                          f"in the order (bottom first): {STAGES}")
+    assert not unplaced, (
+        f"harness/{unplaced[0]}/ is not in STAGES of {__file__}: place every new stage "
+        f"in the order (bottom first): {STAGES}"
+    )
     missing = [stage for stage in STAGES if stage not in found]
     assert not missing, f"STAGES names stages that are not subpackages of harness/: {missing}"
     loose = sorted(p.name for p in PACKAGE_DIR.glob("*.py") if p.name != "__init__.py")
@@ -414,8 +448,11 @@ def test_imports_go_only_down_the_stages(graph):
 
 def test_no_private_names_of_other_modules(graph):
     assert not graph.private_uses, "\n".join(
-        ["Private names (leading underscore) used outside their module; make them public or move the code:",
-         *graph.private_uses])
+        [
+            "Private names (leading underscore) used outside their module; make them public or move the code:",
+            *graph.private_uses,
+        ]
+    )
 
 
 def test_server_programs_import_nothing_of_the_package():
@@ -423,10 +460,16 @@ def test_server_programs_import_nothing_of_the_package():
     they stand for; they cannot rely on the harness being importable."""
     for path in sorted((PACKAGE_DIR / "data").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n == "harness" or n.startswith("harness.") for n in names), \
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not any(n == "harness" or n.startswith("harness.") for n in names), (
                 f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno} imports the harness"
+            )
 
 
 def test_the_scan_sees_the_whole_package(graph):
@@ -438,6 +481,7 @@ def test_the_scan_sees_the_whole_package(graph):
 
 
 # --- the rules on a made-up package: each violation is caught -------------------------------------
+
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / "pkg"
@@ -451,23 +495,26 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_rules_catch_each_kind_of_violation(tmp_path):
-    root = _package(tmp_path, {
-        "low/a.py": "from __future__ import annotations\n"
-                    "from typing import TYPE_CHECKING\n"
-                    "if TYPE_CHECKING:\n    from pkg.low.b import B\n"
-                    "def f():\n    from pkg.high import c\n",
-        "low/b.py": "from pkg.low import a\nclass B:\n    def _hidden(self): ...\n",
-        "high/c.py": "from pkg.low.b import _helper\n"
-                     "import pkg.low.a as mod\n"
-                     "from pkg.low.b import B\n"
-                     "mod._state = 1\n"
-                     "class C:\n"
-                     "    def __init__(self, b: B) -> None:\n        self.b = b\n"
-                     "    def go(self):\n        return self.b._hidden()\n"
-                     "def run(b: B | None, n: int):\n"
-                     "    def inner():\n        return b._hidden(), getattr(b, '_x'), b.__dict__.get('_y')\n"
-                     "    return inner, n._ok\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "low/a.py": "from __future__ import annotations\n"
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n    from pkg.low.b import B\n"
+            "def f():\n    from pkg.high import c\n",
+            "low/b.py": "from pkg.low import a\nclass B:\n    def _hidden(self): ...\n",
+            "high/c.py": "from pkg.low.b import _helper\n"
+            "import pkg.low.a as mod\n"
+            "from pkg.low.b import B\n"
+            "mod._state = 1\n"
+            "class C:\n"
+            "    def __init__(self, b: B) -> None:\n        self.b = b\n"
+            "    def go(self):\n        return self.b._hidden()\n"
+            "def run(b: B | None, n: int):\n"
+            "    def inner():\n        return b._hidden(), getattr(b, '_x'), b.__dict__.get('_y')\n"
+            "    return inner, n._ok\n",
+        },
+    )
     graph = scan(root)
     assert find_cycles(graph) == [["pkg.high.c", "pkg.low.a", "pkg.low.b"]]
     cycles = cycle_report(graph)
@@ -477,19 +524,27 @@ def test_rules_catch_each_kind_of_violation(tmp_path):
     assert len(layering) == 1 and "pkg.low.a (low) imports pkg.high.c (high)" in layering[0]
     assert len(layering_report(graph, ["high", "low"])) == 3  # the other way round: c's three imports
     private = "\n".join(graph.private_uses)
-    for text in ("c.py:1: from pkg.low.b import _helper", "c.py:4: mod._state", "c.py:9: self.b._hidden",
-                 "c.py:12: b._hidden", "c.py:12: getattr(b, '_x')", "c.py:12: b.__dict__.get('_y')"):
+    for text in (
+        "c.py:1: from pkg.low.b import _helper",
+        "c.py:4: mod._state",
+        "c.py:9: self.b._hidden",
+        "c.py:12: b._hidden",
+        "c.py:12: getattr(b, '_x')",
+        "c.py:12: b.__dict__.get('_y')",
+    ):
         assert text in private, (text, private)
     assert "n._ok" not in private  # not a harness object
     assert "high/c.py:" in private and len(graph.private_uses) == 6
 
 
 def test_same_module_private_names_and_relative_imports(tmp_path):
-    root = _package(tmp_path, {
-        "low/a.py": "class A:\n    def _x(self): ...\n"
-                    "def use(a: A):\n    return a._x()\n",
-        "low/b.py": "from .a import A\nfrom . import a\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "low/a.py": "class A:\n    def _x(self): ...\ndef use(a: A):\n    return a._x()\n",
+            "low/b.py": "from .a import A\nfrom . import a\n",
+        },
+    )
     graph = scan(root)
     assert graph.private_uses == []
     assert {(e.source, e.target) for e in graph.edges} == {("pkg.low.b", "pkg.low.a")}

@@ -10,7 +10,7 @@ from harness.run.config import load_config
 
 def test_cli_overrides_file_and_pyproject(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.harness]\nrepeats = 2\nscenarios = ["short-chat"]\n')
-    (tmp_path / "harness.toml").write_text('repeats = 3\n[server.legacy.quirks]\nmax_tokens_ignored = false\n')
+    (tmp_path / "harness.toml").write_text("repeats = 3\n[server.legacy.quirks]\nmax_tokens_ignored = false\n")
     config = load_config(overrides={"servers": ["legacy"], "reference": "legacy"}, project_dir=tmp_path)
     assert config.repeats == 3 and config.scenarios == ["short-chat"]
     legacy = config.server_specs()[0]
@@ -46,7 +46,7 @@ def test_api_key_is_masked_in_the_recorded_config(tmp_path):
 def test_a_server_like_a_builtin_with_a_quirk_switched(tmp_path):
     (tmp_path / "harness.toml").write_text(
         'servers = ["legacy", "legacy-hermes"]\n[server.legacy-hermes]\nlike = "legacy"\n'
-        '[server.legacy-hermes.quirks]\nhermes_parsing = true\n'
+        "[server.legacy-hermes.quirks]\nhermes_parsing = true\n"
     )
     default, hermes = load_config(project_dir=tmp_path).server_specs()
     assert "--parse-hermes" not in default.command and "--parse-hermes" in hermes.command

@@ -30,26 +30,34 @@ def scenario_error(path: Path) -> str:
 
 
 def test_wrong_type_names_file_line_and_field(tmp_path):
-    path = write(tmp_path, "wrong-type.yaml", """\
+    path = write(
+        tmp_path,
+        "wrong-type.yaml",
+        """\
 name: wrong-type
 stream: true
 turns:
   - user: "hello"
     reply: {content: "hi"}
   - user: ["not", "a", "string"]
-""")
+""",
+    )
     message = scenario_error(path)
     assert message.startswith(f"{path}: ")
     assert "line 6, field 'turns.1.user'" in message
 
 
 def test_unknown_field_names_file_line_and_field(tmp_path):
-    path = write(tmp_path, "typo.yaml", """\
+    path = write(
+        tmp_path,
+        "typo.yaml",
+        """\
 name: typo
 turns:
   - user: "hi"
     replay: {content: "x"}
-""")
+""",
+    )
     message = scenario_error(path)
     assert str(path) in message and "line 4, field 'turns.0.replay'" in message
     assert "Extra inputs are not permitted" in message
@@ -61,19 +69,26 @@ def test_missing_field_names_file_and_field(tmp_path):
     assert str(path) in message and "field 'turns'" in message and "line 1" in message
 
 
-@pytest.mark.parametrize("tag, field", [
-    ("!!python/object/apply:os.system [\"touch {marker}\"]", "turns.0.user"),
-    ("!!python/object/new:os.system [\"touch {marker}\"]", "turns.0.user"),
-    ("!!python/name:os.system", "turns.0.user"),
-    ("!!python/object:pathlib.Path {{}}", "turns.0.user"),
-])
+@pytest.mark.parametrize(
+    "tag, field",
+    [
+        ('!!python/object/apply:os.system ["touch {marker}"]', "turns.0.user"),
+        ('!!python/object/new:os.system ["touch {marker}"]', "turns.0.user"),
+        ("!!python/name:os.system", "turns.0.user"),
+        ("!!python/object:pathlib.Path {{}}", "turns.0.user"),
+    ],
+)
 def test_python_tags_are_rejected_and_never_run(tmp_path, tag, field):
     marker = tmp_path / "PWNED"
-    path = write(tmp_path, "evil.yaml", f"""\
+    path = write(
+        tmp_path,
+        "evil.yaml",
+        f"""\
 name: evil
 turns:
   - user: {tag.format(marker=marker)}
-""")
+""",
+    )
     message = scenario_error(path)
     assert not marker.exists(), "a YAML tag must never construct an object or run code"
     assert message.startswith(f"{path}: ")
@@ -82,24 +97,32 @@ turns:
 
 
 def test_python_tag_in_a_top_level_field(tmp_path):
-    path = write(tmp_path, "evil-params.yaml", """\
+    path = write(
+        tmp_path,
+        "evil-params.yaml",
+        """\
 name: evil
 params: !!python/name:os.system
 turns:
   - user: "hi"
-""")
+""",
+    )
     message = scenario_error(path)
     assert str(path) in message and "line 2" in message and "field 'params'" in message
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
-    path = write(tmp_path, "syntax.yaml", """\
+    path = write(
+        tmp_path,
+        "syntax.yaml",
+        """\
 name: syntax
 turns:
   - user: "hi"
     reply: {content: "x"
   - user: "b"
-""")
+""",
+    )
     message = scenario_error(path)
     assert message.startswith(f"{path}: ") and re.search(r"line [45]", message)
     assert "<unicode string>" not in message
@@ -138,12 +161,15 @@ def test_toml_unknown_field_names_file_and_field(tmp_path):
 
 
 def test_server_command_must_be_an_argument_list_not_a_shell_string(tmp_path):
-    path, message = config_error(tmp_path, """\
+    path, message = config_error(
+        tmp_path,
+        """\
 servers = ["mine"]
 reference = "mine"
 [server.mine]
 command = "python server.py --port {port}; rm -rf /"
-""")
+""",
+    )
     assert str(path) in message and "field 'server.mine.command'" in message and "valid list" in message
 
 

@@ -62,7 +62,7 @@ def sse_response(events: list[Any], tail: bytes = b"", **kwargs: Any) -> Capture
     reader = SSEReader()
     # Fed in uneven pieces, the way bytes arrive from a socket.
     for start in range(0, len(raw), 7):
-        reader.feed(raw[start:start + 7], 0.01 * start)
+        reader.feed(raw[start : start + 7], 0.01 * start)
     reader.close(1.0)
     return CapturedResponse(stream=True, http_status=200, body=raw, sse=reader, **kwargs)
 
@@ -75,13 +75,17 @@ def check(resp: CapturedResponse, req: PlannedRequest | None = None):
 # -- OpenAI-correct shapes --------------------------------------------------------------------
 
 
-def openai_body(content: str | None = TEXT, calls: list[dict] | None = None, finish: str | None = "stop",
-                usage: dict | None = None) -> dict:
+def openai_body(
+    content: str | None = TEXT, calls: list[dict] | None = None, finish: str | None = "stop", usage: dict | None = None
+) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = calls
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "tiny",
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "tiny",
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": usage or {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
     }
@@ -106,8 +110,10 @@ def test_openai_body_passes():
 
 def test_openai_tool_call_body_passes_expectations():
     calls = [openai_call("Read", '{"file_path": "src/app.py", "limit": 5}')]
-    expect = Expect(tool_calls=[ExpectedCall(name="Read", arguments={"file_path": "src/app.py", "limit": 5})],
-                    finish_reason="tool_calls")
+    expect = Expect(
+        tool_calls=[ExpectedCall(name="Read", arguments={"file_path": "src/app.py", "limit": 5})],
+        finish_reason="tool_calls",
+    )
     answer, outcome = check(body_response(openai_body(None, calls, "tool_calls")), request(True, expect))
     assert outcome.failed == []
     assert outcome.notes == []
@@ -133,8 +139,13 @@ def test_openai_stream_passes():
 def test_openai_tool_call_stream_passes():
     events = [
         chunk({"role": "assistant", "content": None}),
-        chunk({"tool_calls": [{"index": 0, "id": "call_x", "type": "function",
-                               "function": {"name": "Read", "arguments": ""}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "call_x", "type": "function", "function": {"name": "Read", "arguments": ""}}
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"file_path"'}}]}),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": ': "a.py"}'}}]}),
         chunk({}, "tool_calls"),
@@ -151,12 +162,22 @@ def test_openai_tool_call_stream_passes():
 
 def legacy_body(content: str = TEXT, calls: list[dict] | None = None) -> dict:
     return {
-        "object": "text_completion", "model": "tiny",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": calls},
-                     "finish_reason": "tool_calls" if calls else "stop"}],
-        "usage": {"prompt_tokens": 30, "completion_tokens": len(content) // 4,
-                  "total_tokens": 30 + len(content) // 4,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        "object": "text_completion",
+        "model": "tiny",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                "finish_reason": "tool_calls" if calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 30,
+            "completion_tokens": len(content) // 4,
+            "total_tokens": 30 + len(content) // 4,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
     }
 
 
@@ -168,8 +189,15 @@ def legacy_stream(text: str = "", calls: list[tuple[str, dict]] = ()) -> list[An
     events = [legacy_chunk({"role": "assistant"})]
     events += [legacy_chunk({"content": char}) for char in text]
     for i, (name, arguments) in enumerate(calls):
-        events.append(legacy_chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
-                                                    "function": {"name": name, "arguments": ""}}]}))
+        events.append(
+            legacy_chunk(
+                {
+                    "tool_calls": [
+                        {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": ""}}
+                    ]
+                }
+            )
+        )
         events.append(legacy_chunk({"tool_calls": [{"index": i, "function": {"arguments": json.dumps(arguments)}}]}))
     events += [legacy_chunk({}, "tool_calls" if calls else "stop"), "[DONE]"]
     return events
@@ -185,8 +213,12 @@ def test_legacy_body_fails_schema_only():
 def test_legacy_usage_of_short_answer_is_implausible():
     # characters / 4 rounds a two-character answer down to zero completion tokens
     _, outcome = check(body_response(legacy_body("Hi")))
-    assert outcome.failed == ["schema.id_missing", "schema.created_missing", "schema.object_wrong",
-                              "schema.usage_implausible"]
+    assert outcome.failed == [
+        "schema.id_missing",
+        "schema.created_missing",
+        "schema.object_wrong",
+        "schema.usage_implausible",
+    ]
     assert "completion_tokens is 0" in outcome.evidence["schema.usage_implausible"]
 
 
@@ -223,10 +255,15 @@ def test_legacy_xml_string_values_are_a_note_but_fail_a_typed_expectation():
 def test_canned_fallback_is_a_failure_on_every_request():
     _, outcome = check(body_response(legacy_body("I received 3 message(s) and 0 tool(s) are available.")))
     assert "expect.canned_fallback" in outcome.failed
-    _, outcome = check(sse_response(legacy_stream("I received 1 message(s) and 2 tool(s) are available.")),
-                       request(True))
-    assert outcome.failed == ["stream.chunk_id_missing", "stream.chunk_created_missing",
-                              "stream.chunk_model_missing", "expect.canned_fallback"]
+    _, outcome = check(
+        sse_response(legacy_stream("I received 1 message(s) and 2 tool(s) are available.")), request(True)
+    )
+    assert outcome.failed == [
+        "stream.chunk_id_missing",
+        "stream.chunk_created_missing",
+        "stream.chunk_model_missing",
+        "expect.canned_fallback",
+    ]
 
 
 def test_hermes_markup_left_in_content():
@@ -260,8 +297,14 @@ def test_mlx_textgen_empty_stream_with_expected_call():
 
 
 def test_malformed_sse():
-    events = [chunk({"role": "assistant"}), "{not json", chunk({"content": "ok"}), chunk({}, "stop"), "[DONE]",
-              chunk({"content": "late"})]
+    events = [
+        chunk({"role": "assistant"}),
+        "{not json",
+        chunk({"content": "ok"}),
+        chunk({}, "stop"),
+        "[DONE]",
+        chunk({"content": "late"}),
+    ]
     resp = sse_response(events, tail=b"garbage line\n\n")
     _, outcome = check(resp)
     assert outcome.failed == ["stream.data_after_done", "stream.framing", "stream.bad_json"]
@@ -278,7 +321,7 @@ def test_stream_without_done_and_with_two_finish_chunks():
 def test_stream_tool_delta_without_index_and_bad_arguments():
     events = [
         chunk({"role": "assistant"}),
-        chunk({"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "Read", "arguments": "{\"file"}}]}),
+        chunk({"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "Read", "arguments": '{"file'}}]}),
         chunk({"tool_calls": [{"function": {"arguments": "_path: a.py"}}]}),
         chunk({}, "tool_calls"),
         "[DONE]",
@@ -305,7 +348,7 @@ def test_http_500():
     body = {"error": {"message": "boom", "type": "internal_server_error"}}
     answer, outcome = check(body_response(body, status=500))
     assert outcome.failed == ["http.server_error_on_valid_request"]
-    assert outcome.evidence["http.server_error_on_valid_request"].startswith("HTTP 500: '{\"error\"")
+    assert outcome.evidence["http.server_error_on_valid_request"].startswith('HTTP 500: \'{"error"')
     assert answer == Answer(None, [], None, None)
 
 
@@ -353,11 +396,18 @@ def test_body_schema_specifics():
 
 
 def test_tool_call_problems_in_body():
-    calls = [openai_call("Read", '{"file_path": "a.py"}', "c1"), openai_call("Read", '{"file_path":"a.py"}', "c1"),
-             openai_call("Write", "{}", "c3")]
+    calls = [
+        openai_call("Read", '{"file_path": "a.py"}', "c1"),
+        openai_call("Read", '{"file_path":"a.py"}', "c1"),
+        openai_call("Write", "{}", "c3"),
+    ]
     _, outcome = check(body_response(openai_body(None, calls, "stop")), request(True))
-    assert outcome.failed == ["schema.finish_reason_inconsistent", "tool.unknown_name", "tool.repeated_call",
-                              "tool.id_duplicate"]
+    assert outcome.failed == [
+        "schema.finish_reason_inconsistent",
+        "tool.unknown_name",
+        "tool.repeated_call",
+        "tool.id_duplicate",
+    ]
     assert outcome.evidence["tool.repeated_call"] == '2x Read({"file_path":"a.py"})'
 
 
@@ -368,8 +418,7 @@ def test_expectation_mismatches():
     assert outcome.failed == ["expect.tool_name", "expect.finish_reason"]
     assert outcome.evidence["expect.tool_name"] == "expected ['Read'], got ['Grep']"
 
-    _, outcome = check(body_response(openai_body(None, calls, "tool_calls")),
-                       request(True, Expect(no_tool_calls=True)))
+    _, outcome = check(body_response(openai_body(None, calls, "tool_calls")), request(True, Expect(no_tool_calls=True)))
     assert outcome.failed == ["expect.no_tool_calls"]
 
     _, outcome = check(body_response(openai_body()), request(False, Expect(content_contains="Flask")))
@@ -387,18 +436,36 @@ def test_legacy_cache_hit_stream_is_read():
     events = [{"object": "text_completion", "choices": [{"index": 0, "text": TEXT, "finish_reason": "stop"}]}, "[DONE]"]
     answer, outcome = check(sse_response(events))
     assert answer.content == TEXT
-    assert sorted(outcome.failed) == ["stream.chunk_created_missing", "stream.chunk_id_missing", "stream.chunk_invalid",
-                                      "stream.chunk_model_missing", "stream.chunk_object_wrong", "stream.role_missing"]
+    assert sorted(outcome.failed) == [
+        "stream.chunk_created_missing",
+        "stream.chunk_id_missing",
+        "stream.chunk_invalid",
+        "stream.chunk_model_missing",
+        "stream.chunk_object_wrong",
+        "stream.role_missing",
+    ]
     assert outcome.evidence["stream.chunk_invalid"] == "event 1: choices.0.delta: Field required"
 
 
 # -- A/B --------------------------------------------------------------------------------------
 
 
-def row(server: str, content: str | None = TEXT, calls: list[dict] | None = None, finish: str | None = "stop",
-        **extra: Any) -> ResultRow:
-    return ResultRow(run_id="r", server=server, scenario="s", turn=0, request_kind="first", stream=False,
-                     started_at=0.0, content=content, tool_calls=calls or [], finish_reason=finish, **extra)
+def row(
+    server: str, content: str | None = TEXT, calls: list[dict] | None = None, finish: str | None = "stop", **extra: Any
+) -> ResultRow:
+    return ResultRow(
+        run_id="r",
+        server=server,
+        scenario="s",
+        turn=0,
+        request_kind="first",
+        stream=False,
+        started_at=0.0,
+        content=content,
+        tool_calls=calls or [],
+        finish_reason=finish,
+        **extra,
+    )
 
 
 def test_ab_identical():
@@ -444,16 +511,22 @@ def test_done_without_its_blank_line_is_a_note_not_a_failure():
     from harness.checks.conformance import extract_answer, run_checks
     from harness.scenario.definition import PlannedRequest
 
-    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}],
+    }
     final = dict(chunk, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
     raw = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(final)}\n\ndata: [DONE]".encode()
     reader = SSEReader()
     reader.feed(raw, 0.1)
     reader.close(0.2)
     resp = CapturedResponse(stream=True, http_status=200, body=raw, sse=reader, transport_error=None, stop_cause=None)
-    request = PlannedRequest(scenario="s", turn=0, messages=[], tools=[], params={}, stream=True,
-                             tool_choice=None, expect=None)
+    request = PlannedRequest(
+        scenario="s", turn=0, messages=[], tools=[], params={}, stream=True, tool_choice=None, expect=None
+    )
     outcome = run_checks(resp, extract_answer(resp), request)
     assert outcome.failed == []
     assert any(note.startswith("stream.note_done_unterminated") for note in outcome.notes)
@@ -464,16 +537,31 @@ def test_tool_choice_required_demands_a_call_and_lifts_no_tool_calls():
     from harness.checks.conformance import Answer, extract_answer, run_checks
     from harness.scenario.definition import Expect, PlannedRequest
 
-    body = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-                       "choices": [{"index": 0, "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": "Yes."}}],
-                       "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}).encode()
+    body = json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Yes."}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        }
+    ).encode()
     resp = CapturedResponse(stream=False, http_status=200, body=body, sse=None, transport_error=None, stop_cause=None)
     tools = [{"type": "function", "function": {"name": "Read", "parameters": {"type": "object", "properties": {}}}}]
-    request = PlannedRequest(scenario="s", turn=4, messages=[], tools=tools, params={}, stream=False,
-                             tool_choice="required", expect=Expect(no_tool_calls=True))
+    request = PlannedRequest(
+        scenario="s",
+        turn=4,
+        messages=[],
+        tools=tools,
+        params={},
+        stream=False,
+        tool_choice="required",
+        expect=Expect(no_tool_calls=True),
+    )
     text = run_checks(resp, extract_answer(resp), request)
     assert text.failed == ["tool.required_ignored"]
-    call = Answer(content=None, tool_calls=[{"id": "x", "name": "Read", "arguments": {}}],
-                  finish_reason="tool_calls", usage=None)
+    call = Answer(
+        content=None, tool_calls=[{"id": "x", "name": "Read", "arguments": {}}], finish_reason="tool_calls", usage=None
+    )
     assert "expect.no_tool_calls" not in run_checks(resp, call, request).failed

@@ -77,7 +77,7 @@ def test_harmony_analysis_and_final_markers_stripped_from_text():
 
 def test_qwen_xml_wrapped_values_are_strings_without_quotes():
     text = (
-        "<tool_call>\n<function=write_file>\n<parameter=path>\n\"src/a.py\"\n</parameter>\n"
+        '<tool_call>\n<function=write_file>\n<parameter=path>\n"src/a.py"\n</parameter>\n'
         "<parameter=content>'print(1)'</parameter>\n<parameter=mode>644</parameter>\n</function>\n</tool_call>"
     )
     content, calls = parse_tool_calls(text, TOOLS)
@@ -188,7 +188,7 @@ def test_calls_without_parameters_are_dropped():
         "<tool_call><function=read_file><parameter=path>a</parameter></function></tool_call>"
     )
     assert [c["name"] for c in parse_tool_calls(text, TOOLS)[1]] == ["read_file"]
-    assert parse_tool_calls('bash({})', TOOLS)[1] == []
+    assert parse_tool_calls("bash({})", TOOLS)[1] == []
 
 
 def test_text_without_any_call_is_returned_unchanged():

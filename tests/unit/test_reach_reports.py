@@ -20,12 +20,32 @@ from harness.scenario.definition import plan_requests, resolve_scenarios
 BOUND = {
     "scenarios": {
         "agent-session": {
-            "base": "agent-session", "context_tokens": None, "decode_tokens": 32, "repeats": 3,
-            "first": {"turn": 0, "prompt_tokens": 5936, "full_s": 4.0, "full_samples": [4.0],
-                      "cache_save_s": 0.03, "cache_save_bytes": 6_000_000},
-            "turns": [{"turn": t, "kind": "follow-up", "prompt_tokens": 6000 + t, "reused_tokens": 5900,
-                       "new_tokens": 100, "prefill_s": 0.2, "bound_s": 0.51, "decode_s_per_token": 0.01,
-                       "samples": [0.51]} for t in (1, 2, 3)],
+            "base": "agent-session",
+            "context_tokens": None,
+            "decode_tokens": 32,
+            "repeats": 3,
+            "first": {
+                "turn": 0,
+                "prompt_tokens": 5936,
+                "full_s": 4.0,
+                "full_samples": [4.0],
+                "cache_save_s": 0.03,
+                "cache_save_bytes": 6_000_000,
+            },
+            "turns": [
+                {
+                    "turn": t,
+                    "kind": "follow-up",
+                    "prompt_tokens": 6000 + t,
+                    "reused_tokens": 5900,
+                    "new_tokens": 100,
+                    "prefill_s": 0.2,
+                    "bound_s": 0.51,
+                    "decode_s_per_token": 0.01,
+                    "samples": [0.51],
+                }
+                for t in (1, 2, 3)
+            ],
             "skipped": [],
         }
     }
@@ -44,10 +64,18 @@ def _rows() -> list[ResultRow]:
         for repeat in range(2):
             for turn in range(4):
                 t += 20
-                rows.append(_row(t, server=server, repeat=repeat, turn=turn,
-                                 request_kind="first" if turn == 0 else "follow-up",
-                                 total_s=first if turn == 0 else follow + 0.01 * repeat, ttft_s=0.5,
-                                 completion_tokens=tokens))
+                rows.append(
+                    _row(
+                        t,
+                        server=server,
+                        repeat=repeat,
+                        turn=turn,
+                        request_kind="first" if turn == 0 else "follow-up",
+                        total_s=first if turn == 0 else follow + 0.01 * repeat,
+                        ttft_s=0.5,
+                        completion_tokens=tokens,
+                    )
+                )
     return rows
 
 
@@ -94,9 +122,19 @@ def _concurrent_rows() -> list[ResultRow]:
     for turn in range(2):
         for session in range(3):
             wait = 0.1 * session
-            rows.append(_row(t, server="mlx-textgen", scenario="short-chat", session=session, turn=turn,
-                             request_kind="first" if turn == 0 else "follow-up", ttft_s=0.1 + wait,
-                             total_s=0.1 + wait, completion_tokens=10))
+            rows.append(
+                _row(
+                    t,
+                    server="mlx-textgen",
+                    scenario="short-chat",
+                    session=session,
+                    turn=turn,
+                    request_kind="first" if turn == 0 else "follow-up",
+                    ttft_s=0.1 + wait,
+                    total_s=0.1 + wait,
+                    completion_tokens=10,
+                )
+            )
         t += 0.3
     return rows
 
@@ -119,10 +157,25 @@ def test_a_concurrent_run_report_has_a_load_section_with_the_notes(tmp_path):
     with (tmp_path / RESULTS_FILE).open("w") as out:
         for row in _concurrent_rows():
             out.write(row.model_dump_json() + "\n")
-    (tmp_path / "run.json").write_text(json.dumps({"run_id": "x", "reference_server": "mlx-textgen",
-                                                   "concurrency_batches": [
-        {"server": "mlx-textgen", "scenario": "short-chat", "repeat": 0, "requests": 6,
-         "log_reuse_lines": 3, "log_miss_lines": 3, "restart_after_ignored": False}]}))
+    (tmp_path / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": "x",
+                "reference_server": "mlx-textgen",
+                "concurrency_batches": [
+                    {
+                        "server": "mlx-textgen",
+                        "scenario": "short-chat",
+                        "repeat": 0,
+                        "requests": 6,
+                        "log_reuse_lines": 3,
+                        "log_miss_lines": 3,
+                        "restart_after_ignored": False,
+                    }
+                ],
+            }
+        )
+    )
     build_report(tmp_path)
     text = (tmp_path / "summary.md").read_text()
     assert "## Load (3 sessions at once)" in text
@@ -140,8 +193,9 @@ def test_sessions_are_tagged_on_their_first_user_message_only():
 
 
 def test_side_requests_have_their_own_statistic_and_never_count_as_follow_ups():
-    rows = _rows() + [_row(5000.0 + i, server="mlx-textgen", turn=9, request_kind="side", total_s=0.05)
-                      for i in range(3)]
+    rows = _rows() + [
+        _row(5000.0 + i, server="mlx-textgen", turn=9, request_kind="side", total_s=0.05) for i in range(3)
+    ]
     summary = summarize(rows)
     assert summary.stat("agent-session", "mlx-textgen", "side_total_s")["median"] == pytest.approx(0.05)
     assert summary.stat("agent-session", "mlx-textgen", "follow_up_total_s")["median"] > 1.0
@@ -168,16 +222,18 @@ def test_log_lines_of_a_batch_are_counted_once_even_when_the_server_logs_them_tw
     from harness.server.spec import mlx_lm_spec, mlx_textgen_spec
 
     textgen = mlx_textgen_spec()
-    log = "\n".join([
-        '[INFO] 2026-01-01 10:00:00,001 - MLX Textgen - No suitable cache found. Time taken: 0.000s.',
-        '[(INFO) 2026-01-01 10:00:00]: No suitable cache found. Time taken: 0.000s.',
-        '[INFO] 2026-01-01 10:00:01,001 - MLX Textgen - '
-        'Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
-        '[(INFO) 2026-01-01 10:00:01]: Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
-        '[INFO] 2026-01-01 10:00:02,001 - MLX Textgen - '
-        'Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
-        '[(INFO) 2026-01-01 10:00:02]: Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
-    ])
+    log = "\n".join(
+        [
+            "[INFO] 2026-01-01 10:00:00,001 - MLX Textgen - No suitable cache found. Time taken: 0.000s.",
+            "[(INFO) 2026-01-01 10:00:00]: No suitable cache found. Time taken: 0.000s.",
+            "[INFO] 2026-01-01 10:00:01,001 - MLX Textgen - "
+            'Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
+            '[(INFO) 2026-01-01 10:00:01]: Reusing cache "cache_0". 57 tokens for each prompt prefilled.',
+            "[INFO] 2026-01-01 10:00:02,001 - MLX Textgen - "
+            'Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
+            '[(INFO) 2026-01-01 10:00:02]: Reusing cache "cache_1". 160 tokens for each prompt prefilled.',
+        ]
+    )
     assert count_log_lines(textgen.reuse_pattern, log) == 2
     assert count_log_lines(textgen.miss_pattern, log) == 1
     assert count_log_lines(None, log) is None and count_log_lines(textgen.reuse_pattern, "") is None

@@ -21,10 +21,19 @@ def counter() -> TokenCounter:
     return TokenCounter(build_model(default_model_path()))
 
 
-@pytest.mark.parametrize("value, sizes", [
-    ("1000,2000,4000", [1000, 2000, 4000]), ("4K, 8k", [4000, 8000]), ("512", [512]),
-    ([1000, "2000"], [1000, 2000]), (3000, [3000]), ("1000,1000", [1000]), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "value, sizes",
+    [
+        ("1000,2000,4000", [1000, 2000, 4000]),
+        ("4K, 8k", [4000, 8000]),
+        ("512", [512]),
+        ([1000, "2000"], [1000, 2000]),
+        (3000, [3000]),
+        ("1000,1000", [1000]),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_sizes_are_parsed_from_strings_lists_and_numbers(value, sizes):
     assert parse_sizes(value) == sizes
 
@@ -117,11 +126,26 @@ def test_rows_carry_the_size_and_the_plot_draws_latency_against_it(tmp_path):
                 t += 1
                 kind = "first" if turn == 0 else "follow-up"
                 total = size * per_token * (1 if turn == 0 or server == "legacy" else 0.1)
-                rows.append(ResultRow(run_id="r", server=server, scenario=f"agent-session@{size}", turn=turn,
-                                      request_kind=kind, stream=True, started_at=t, total_s=total, ttft_s=total,
-                                      context_tokens=size))
-    assert ResultRow(run_id="r", server="s", scenario="x", turn=0, request_kind="first", stream=False,
-                     started_at=0).context_tokens is None
+                rows.append(
+                    ResultRow(
+                        run_id="r",
+                        server=server,
+                        scenario=f"agent-session@{size}",
+                        turn=turn,
+                        request_kind=kind,
+                        stream=True,
+                        started_at=t,
+                        total_s=total,
+                        ttft_s=total,
+                        context_tokens=size,
+                    )
+                )
+    assert (
+        ResultRow(
+            run_id="r", server="s", scenario="x", turn=0, request_kind="first", stream=False, started_at=0
+        ).context_tokens
+        is None
+    )
     path = latency_vs_context(summarize(rows), tmp_path, "tiny")
     assert path is not None and path.name == "latency_vs_context.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

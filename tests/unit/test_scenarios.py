@@ -15,12 +15,22 @@ from harness.scenario.definition import (
 )
 
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "Read", "description": "Read a file",
-        "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}},
-    }},
-    {"type": "function", "function": {"name": "Bash", "description": "Run a command",
-                                      "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "Read",
+            "description": "Read a file",
+            "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "Bash",
+            "description": "Run a command",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+        },
+    },
 ]
 
 
@@ -90,7 +100,7 @@ def test_malformed_tool_schema_is_rejected(tmp_path):
 
 
 def test_validation_error_names_line_and_field(tmp_path):
-    text = SESSION.replace("  - user: \"Thanks\"", "  - user: \"Thanks\"\n    colour: blue")
+    text = SESSION.replace('  - user: "Thanks"', '  - user: "Thanks"\n    colour: blue')
     with pytest.raises(ScenarioError) as err:
         load_scenario(write(tmp_path, text))
     message = str(err.value)

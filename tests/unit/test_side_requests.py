@@ -36,7 +36,7 @@ def test_the_side_requests_scenario_interleaves_short_tool_less_requests():
         assert not any("isNewTopic" in str(m.get("content")) for m in request.messages)
     # Each main request extends the previous one: the prefix a cache can reuse.
     for before, after in itertools.pairwise(main):
-        assert after.messages[:len(before.messages)] == before.messages
+        assert after.messages[: len(before.messages)] == before.messages
 
 
 def test_a_side_request_between_a_tool_call_and_its_result_keeps_the_call_pending():
@@ -49,32 +49,59 @@ def test_a_side_request_between_a_tool_call_and_its_result_keeps_the_call_pendin
 
 def test_request_kinds_skip_side_requests_and_mark_restarts():
     assert request_kinds(resolve_scenarios(["side-requests"])[0]) == [
-        "first", "side", "follow-up", "follow-up", "side", "follow-up", "follow-up", "side", "follow-up"]
-    assert request_kinds(resolve_scenarios(["restart"])[0]) == ["first", "follow-up", "restart", "follow-up",
-                                                                 "follow-up"]
+        "first",
+        "side",
+        "follow-up",
+        "follow-up",
+        "side",
+        "follow-up",
+        "follow-up",
+        "side",
+        "follow-up",
+    ]
+    assert request_kinds(resolve_scenarios(["restart"])[0]) == [
+        "first",
+        "follow-up",
+        "restart",
+        "follow-up",
+        "follow-up",
+    ]
 
 
 def test_side_turns_are_validated(tmp_path):
     with pytest.raises(ScenarioError, match="side turn"):
-        load_scenario(_write(tmp_path, """
+        load_scenario(
+            _write(
+                tmp_path,
+                """
             name: bad
             turns:
               - user: hi
                 reply: {content: hello}
               - side: true
                 tool_results: ["x"]
-        """))
+        """,
+            )
+        )
     with pytest.raises(ScenarioError, match="only allowed on a side turn"):
-        load_scenario(_write(tmp_path, """
+        load_scenario(
+            _write(
+                tmp_path,
+                """
             name: bad
             turns:
               - user: hi
                 system: "a system prompt on a main turn"
-        """))
+        """,
+            )
+        )
 
 
 def test_a_side_turn_without_a_system_prompt_is_just_the_user_message(tmp_path):
-    scenario = load_scenario(_write(tmp_path, """
+    scenario = load_scenario(
+        _write(
+            tmp_path,
+            """
         name: s
         system: main system
         stream: true
@@ -85,7 +112,9 @@ def test_a_side_turn_without_a_system_prompt_is_just_the_user_message(tmp_path):
             user: quota
             stream: false
           - user: second
-    """))
+    """,
+        )
+    )
     _first, side, second = plan_requests(scenario)
     assert side.messages == [{"role": "user", "content": "quota"}] and side.stream is False
     assert [m["content"] for m in second.messages] == ["main system", "first", "one", "second"]

@@ -7,7 +7,7 @@ from harness.capture.sse import SSEReader, delta_has_output
 def feed_all(data: bytes, piece: int = 5) -> SSEReader:
     reader = SSEReader()
     for start in range(0, len(data), piece):
-        reader.feed(data[start:start + piece], now_s=start / 1000)
+        reader.feed(data[start : start + piece], now_s=start / 1000)
     reader.close(1.0)
     return reader
 
@@ -45,6 +45,7 @@ def test_cache_delta_counts_new_and_grown_files(tmp_path):
     (cache / "sub" / "cache_0.safetensors").write_bytes(b"\0" * 1000)
     (cache / "old.json").write_text("x" * 25)
     import os
+
     os.utime(cache / "old.json", ns=(1, 1))  # make sure the mtime differs from the snapshot's
     delta = cachefiles.diff(before, cachefiles.snapshot([cache]))
     assert delta.new_files == [str(cache / "sub" / "cache_0.safetensors")]

@@ -35,8 +35,15 @@ class Clock:
 
 
 def _row(clock: Clock, **kw) -> ResultRow:
-    base = dict(run_id="r1", stream=True, variant="stream", started_at=clock(), prompt_tokens=900,
-                completion_tokens=32, decode_tok_s=20.0)
+    base = dict(
+        run_id="r1",
+        stream=True,
+        variant="stream",
+        started_at=clock(),
+        prompt_tokens=900,
+        completion_tokens=32,
+        decode_tok_s=20.0,
+    )
     base.update(kw)
     if "ttft_s" not in base and base.get("total_s") is not None:
         base["ttft_s"] = base["total_s"] * 0.9
@@ -50,41 +57,114 @@ def make_rows() -> list[ResultRow]:
         mlx = server == "mlx-textgen"
         total = 0
         # A warm-up far slower than anything else: it must never reach the statistics.
-        rows.append(_row(clock, server=server, scenario="agent-session", turn=0, request_kind="warmup",
-                         total_s=500.0, cache_files_new=1 if mlx else 0, cache_bytes_new=1000 if mlx else 0,
-                         cache_files=["warm.safetensors"] if mlx else []))
+        rows.append(
+            _row(
+                clock,
+                server=server,
+                scenario="agent-session",
+                turn=0,
+                request_kind="warmup",
+                total_s=500.0,
+                cache_files_new=1 if mlx else 0,
+                cache_bytes_new=1000 if mlx else 0,
+                cache_files=["warm.safetensors"] if mlx else [],
+            )
+        )
         for repeat, (first, follow) in enumerate(plan):
             for turn, total_s in enumerate([first, *follow]):
                 new = 2_000_000 if mlx and turn == 0 else 0
                 total += new
-                rows.append(_row(
-                    clock, server=server, scenario="agent-session", repeat=repeat, turn=turn,
-                    request_kind="first" if turn == 0 else "follow-up", total_s=total_s,
-                    decode_tok_s=30.0 + repeat if mlx else 20.0 + repeat,
-                    completion_tokens=32 if mlx else 256,
-                    cache_reused=(turn > 0) if mlx else False,
-                    cache_files_new=1 if new else 0, cache_bytes_new=new, cache_bytes_total=total,
-                    cache_files=[f"kv-{repeat}.safetensors"] if new else []))
+                rows.append(
+                    _row(
+                        clock,
+                        server=server,
+                        scenario="agent-session",
+                        repeat=repeat,
+                        turn=turn,
+                        request_kind="first" if turn == 0 else "follow-up",
+                        total_s=total_s,
+                        decode_tok_s=30.0 + repeat if mlx else 20.0 + repeat,
+                        completion_tokens=32 if mlx else 256,
+                        cache_reused=(turn > 0) if mlx else False,
+                        cache_files_new=1 if new else 0,
+                        cache_bytes_new=new,
+                        cache_bytes_total=total,
+                        cache_files=[f"kv-{repeat}.safetensors"] if new else [],
+                    )
+                )
         for repeat, total_s in enumerate(SIDE[server]):
-            rows.append(_row(clock, server=server, scenario="side", repeat=repeat, turn=0,
-                             request_kind="first", total_s=total_s, cache_bytes_total=total))
+            rows.append(
+                _row(
+                    clock,
+                    server=server,
+                    scenario="side",
+                    repeat=repeat,
+                    turn=0,
+                    request_kind="first",
+                    total_s=total_s,
+                    cache_bytes_total=total,
+                )
+            )
         # Tool scenario: turn 1 loses its tool call on MLX-Textgen; turn 0 fails a schema check on
         # both servers (so it is not a regression).
         for repeat in range(2):
-            rows.append(_row(clock, server=server, scenario="tools", repeat=repeat, turn=0,
-                             request_kind="first", total_s=2.0, checks_failed=["schema.id_missing"],
-                             cache_bytes_total=total))
-            rows.append(_row(clock, server=server, scenario="tools", repeat=repeat, turn=1,
-                             request_kind="follow-up", total_s=1.0, cache_bytes_total=total,
-                             checks_failed=["tool.calls_missing", "expect.tool_name"] if mlx else [],
-                             check_evidence={"tool.calls_missing": "no tool_calls in reply"} if mlx else {}))
+            rows.append(
+                _row(
+                    clock,
+                    server=server,
+                    scenario="tools",
+                    repeat=repeat,
+                    turn=0,
+                    request_kind="first",
+                    total_s=2.0,
+                    checks_failed=["schema.id_missing"],
+                    cache_bytes_total=total,
+                )
+            )
+            rows.append(
+                _row(
+                    clock,
+                    server=server,
+                    scenario="tools",
+                    repeat=repeat,
+                    turn=1,
+                    request_kind="follow-up",
+                    total_s=1.0,
+                    cache_bytes_total=total,
+                    checks_failed=["tool.calls_missing", "expect.tool_name"] if mlx else [],
+                    check_evidence={"tool.calls_missing": "no tool_calls in reply"} if mlx else {},
+                )
+            )
         if mlx:
-            rows.append(_row(clock, server=server, scenario="tools", repeat=2, turn=1, request_kind="follow-up",
-                             total_s=None, ttft_s=None, error="HTTP 500: internal error", http_status=500,
-                             cache_bytes_total=total))
-            rows.append(_row(clock, server=server, scenario="tools", repeat=2, turn=0, request_kind="first",
-                             total_s=9.0, stop_cause="runaway", checks_failed=["stop.runaway"],
-                             cache_bytes_total=total))
+            rows.append(
+                _row(
+                    clock,
+                    server=server,
+                    scenario="tools",
+                    repeat=2,
+                    turn=1,
+                    request_kind="follow-up",
+                    total_s=None,
+                    ttft_s=None,
+                    error="HTTP 500: internal error",
+                    http_status=500,
+                    cache_bytes_total=total,
+                )
+            )
+            rows.append(
+                _row(
+                    clock,
+                    server=server,
+                    scenario="tools",
+                    repeat=2,
+                    turn=0,
+                    request_kind="first",
+                    total_s=9.0,
+                    stop_cause="runaway",
+                    checks_failed=["stop.runaway"],
+                    cache_bytes_total=total,
+                )
+            )
     return rows
 
 
@@ -183,8 +263,12 @@ def test_behaviour_and_verdict(summary):
     verdict = summary.verdicts["mlx-textgen"]
     assert verdict.drop_in is False
     found = {(r.scenario, r.turn, r.check) for r in verdict.regressions}
-    assert found == {("tools", 1, "tool.calls_missing"), ("tools", 1, "expect.tool_name"),
-                     ("tools", 1, "request.error"), ("tools", 0, "stop.runaway")}
+    assert found == {
+        ("tools", 1, "tool.calls_missing"),
+        ("tools", 1, "expect.tool_name"),
+        ("tools", 1, "request.error"),
+        ("tools", 0, "stop.runaway"),
+    }
     # Failing on both servers is not a regression.
     assert not any(r.check == "schema.id_missing" for r in verdict.regressions)
     evidence = {r.check: r.evidence for r in verdict.regressions}
@@ -239,10 +323,24 @@ def test_call_level_checks_cannot_regress_where_the_reference_made_no_call():
     from harness.core.rows import ResultRow
 
     def row(server, failed, turn=0):
-        return ResultRow(run_id="r", server=server, scenario="tools", variant="no-stream", turn=turn,
-                         request_kind="first", stream=False, started_at=1.0, total_s=0.1, checks_failed=failed)
+        return ResultRow(
+            run_id="r",
+            server=server,
+            scenario="tools",
+            variant="no-stream",
+            turn=turn,
+            request_kind="first",
+            stream=False,
+            started_at=1.0,
+            total_s=0.1,
+            checks_failed=failed,
+        )
 
-    rows = [row("legacy", ["tool.calls_missing"]), row("new", ["expect.tool_arguments"]),
-            row("legacy", [], turn=1), row("new", ["expect.tool_arguments"], turn=1)]
+    rows = [
+        row("legacy", ["tool.calls_missing"]),
+        row("new", ["expect.tool_arguments"]),
+        row("legacy", [], turn=1),
+        row("new", ["expect.tool_arguments"], turn=1),
+    ]
     verdict = summarize(rows, reference="legacy").verdicts["new"]
     assert [(r.turn, r.check) for r in verdict.regressions] == [(1, "expect.tool_arguments")]

@@ -53,8 +53,9 @@ def test_single_requests_ask_for_the_arguments_of_their_call(dialect: str) -> No
 def test_the_generator_is_deterministic_for_a_seed() -> None:
     def sample(seed: int) -> str:
         generator = ConversationGenerator("hermes", seed)
-        return json.dumps([generator.conversation().messages for _ in range(20)] +
-                          [generator.single().messages for _ in range(20)])
+        return json.dumps(
+            [generator.conversation().messages for _ in range(20)] + [generator.single().messages for _ in range(20)]
+        )
 
     assert sample(3) == sample(3) != sample(4)
 
@@ -76,10 +77,10 @@ def test_the_prefix_is_the_system_prompt_and_tools_and_takes_no_loss(name: str) 
     for example in [generator.single() for _ in range(10)] + [generator.conversation() for _ in range(10)]:
         item = encode(tokenizer, dialect, example)
         assert 0 < item.prefix < len(item.ids)
-        assert set(item.labels[:item.prefix]) == {-100}
-        assert tokenizer.decode(item.ids[item.prefix:]).startswith(dialect.user_start)
-        assert dialect.user_start not in tokenizer.decode(item.ids[:item.prefix])
-        assert any(label != -100 for label in item.labels[item.prefix:])  # the answers are learned
+        assert set(item.labels[: item.prefix]) == {-100}
+        assert tokenizer.decode(item.ids[item.prefix :]).startswith(dialect.user_start)
+        assert dialect.user_start not in tokenizer.decode(item.ids[: item.prefix])
+        assert any(label != -100 for label in item.labels[item.prefix :])  # the answers are learned
 
 
 def test_batches_share_their_prefix_and_are_full(hermes_tokenizer) -> None:
@@ -90,7 +91,7 @@ def test_batches_share_their_prefix_and_are_full(hermes_tokenizer) -> None:
     assert batches and len(batches) <= 200 // 8
     for prefix, batch in batches:
         assert len(batch) == 8
-        assert all(item.ids[:item.prefix] == prefix for item in batch)
+        assert all(item.ids[: item.prefix] == prefix for item in batch)
 
 
 def test_loss_on_the_shared_prefix_equals_the_plain_forward_pass() -> None:
@@ -98,8 +99,17 @@ def test_loss_on_the_shared_prefix_equals_the_plain_forward_pass() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa"))
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            attn_implementation="sdpa",
+        )
+    )
     rng = random.Random(1)
     prefix = [rng.randrange(1, 64) for _ in range(7)]
     batch = []

@@ -34,36 +34,61 @@ from harness.verdicts.gate import evaluate, failed, gate_settings, verdict_line
 ARCHIVE = Path(__file__).resolve().parents[1] / "fixtures" / "archive-readme.md"
 
 META = {
-    "run_id": "r1", "created_at": "2026-01-02T03:04:05", "finished_at": "2026-01-02T03:10:00",
-    "status": "complete", "reference_server": "legacy",
+    "run_id": "r1",
+    "created_at": "2026-01-02T03:04:05",
+    "finished_at": "2026-01-02T03:10:00",
+    "status": "complete",
+    "reference_server": "legacy",
     "config": {"servers": ["legacy", "mlx-textgen"], "repeats": 2},
     "scenario_models": {"agent-session": {"name": "tiny"}},
     "model": {"path": "/m/tiny", "name": "tiny", "checksum": "abcdef0123456789", "builtin": True},
     "machine": {"platform": "Linux-x86_64", "processor": "x86_64", "cpu_count": 2, "memory_gb": 8},
-    "servers": {"legacy": {"label": "legacy stand-in", "quirks": {}},
-                "mlx-textgen": {"label": "MLX-Textgen", "quirks": {}}},
+    "servers": {
+        "legacy": {"label": "legacy stand-in", "quirks": {}},
+        "mlx-textgen": {"label": "MLX-Textgen", "quirks": {}},
+    },
 }
 
 # server -> (first request s, follow-up s, caches?)
 FAST = {"legacy": (2.2, 10.0, False), "mlx-textgen": (2.0, 0.1, True)}
 
 
-def make_rows(profile=FAST, repeats: int = 2, turns: int = 4, scenario: str = "agent-session",
-              failing: dict[str, list[str]] | None = None) -> list[ResultRow]:
+def make_rows(
+    profile=FAST,
+    repeats: int = 2,
+    turns: int = 4,
+    scenario: str = "agent-session",
+    failing: dict[str, list[str]] | None = None,
+) -> list[ResultRow]:
     rows, t = [], 0.0
     for server, (first, follow, caches) in profile.items():
         for repeat in range(repeats):
             for turn in range(turns):
                 t += 1
                 new = 3_000_000 if caches and turn == 0 else 0
-                rows.append(ResultRow(
-                    run_id="r1", server=server, scenario=scenario, variant="stream", repeat=repeat, turn=turn,
-                    request_kind="first" if turn == 0 else "follow-up", stream=True, started_at=t,
-                    total_s=(first if turn == 0 else follow) * (1 + 0.01 * turn), ttft_s=0.1,
-                    prompt_tokens=2000, completion_tokens=32, cache_reused=(caches and turn > 0) if caches else None,
-                    cache_files_new=1 if new else 0, cache_bytes_new=new, cache_bytes_total=new * (repeat + 1),
-                    cache_files=[f"homes/x/kv-{repeat}.safetensors"] if new else [],
-                    checks_failed=(failing or {}).get(server, []) if turn == 1 else []))
+                rows.append(
+                    ResultRow(
+                        run_id="r1",
+                        server=server,
+                        scenario=scenario,
+                        variant="stream",
+                        repeat=repeat,
+                        turn=turn,
+                        request_kind="first" if turn == 0 else "follow-up",
+                        stream=True,
+                        started_at=t,
+                        total_s=(first if turn == 0 else follow) * (1 + 0.01 * turn),
+                        ttft_s=0.1,
+                        prompt_tokens=2000,
+                        completion_tokens=32,
+                        cache_reused=(caches and turn > 0) if caches else None,
+                        cache_files_new=1 if new else 0,
+                        cache_bytes_new=new,
+                        cache_bytes_total=new * (repeat + 1),
+                        cache_files=[f"homes/x/kv-{repeat}.safetensors"] if new else [],
+                        checks_failed=(failing or {}).get(server, []) if turn == 1 else [],
+                    )
+                )
     return rows
 
 
@@ -84,11 +109,17 @@ def gate_cli(run_dir: Path, tmp_path: Path, monkeypatch, capsys, gate_toml: str 
 
 # --- claims ------------------------------------------------------------------------------------
 
+
 def test_archive_table_is_parsed():
     claims = read_claims(ARCHIVE).claims
     assert claims[0].header == ["Metric", "vllm-mlx-server.py", "MLX-Textgen", "Improvement"]
-    assert [c.subject for c in claims] == ["First request", "Follow-up requests", "KV Cache", "Cache files",
-                                           "Code complexity"]
+    assert [c.subject for c in claims] == [
+        "First request",
+        "Follow-up requests",
+        "KV Cache",
+        "Cache files",
+        "Code complexity",
+    ]
     assert claims[1].cells[2] == "**~0.55 seconds**" and claims[0].line == 9 and claims[0].form == "table"
 
 
@@ -121,8 +152,10 @@ def test_archive_claims_against_a_run():
     assert files.verdict == CONFIRMED and "6.0 MB" in files.measured and ".safetensors" in files.measured
     assert "reported, not compared" in files.reason
     assert by["Code complexity"].verdict == NOT_MEASURED and "not guessed" in by["Code complexity"].reason
-    assert report.columns == {"vllm-mlx-server.py": "legacy (reference, by position)",
-                              "MLX-Textgen": "mlx-textgen (matched by name)"}
+    assert report.columns == {
+        "vllm-mlx-server.py": "legacy (reference, by position)",
+        "MLX-Textgen": "mlx-textgen (matched by name)",
+    }
     md = report_markdown(report)
     assert "compared as ratios only" in md and "| First request |" in md and "**refuted**" in md
 
@@ -227,6 +260,7 @@ def test_readme_command_renders_and_updates(tmp_path, capsys):
 
 # --- gate --------------------------------------------------------------------------------------
 
+
 def test_gate_passes_on_a_good_run(tmp_path, monkeypatch, capsys):
     run_dir = write_run(tmp_path / "run", make_rows())
     code, out, _ = gate_cli(run_dir, tmp_path, monkeypatch, capsys)
@@ -319,7 +353,7 @@ def test_benchmark_figures_are_json_safe():
 
 # --- the pytest plugin ---------------------------------------------------------------------------
 
-PLUGIN_PROBE = '''
+PLUGIN_PROBE = """
 import pytest
 
 @pytest.mark.live_benchmark
@@ -329,7 +363,7 @@ def test_live(benchmark):
 
 def test_plain():
     pass
-'''
+"""
 
 
 def test_benchmark_flag_skips_and_coexists_with_pytest_benchmark_options(tmp_path):
@@ -339,21 +373,31 @@ def test_benchmark_flag_skips_and_coexists_with_pytest_benchmark_options(tmp_pat
     (tmp_path / "test_probe.py").write_text(PLUGIN_PROBE, encoding="utf-8")
 
     def pytest_run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args,
-                               "test_probe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args, "test_probe.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     plain = pytest_run()
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "1 passed, 1 skipped" in plain.stdout and "pass --benchmark to start the servers" in plain.stdout
     out = tmp_path / "bench.json"
-    live = pytest_run("--benchmark", f"--benchmark-json={out}", "--benchmark-save=probe",
-                      f"--benchmark-storage={tmp_path / 'store'}")
+    live = pytest_run(
+        "--benchmark", f"--benchmark-json={out}", "--benchmark-save=probe", f"--benchmark-storage={tmp_path / 'store'}"
+    )
     assert live.returncode == 0, live.stdout + live.stderr
     assert "2 passed" in live.stdout
     saved = json.loads(out.read_text())
     assert saved["benchmarks"][0]["name"] == "test_live" and saved["benchmarks"][0]["extra_info"] == {"figure": 1.5}
-    compare = pytest_run("--benchmark", "--benchmark-compare", "--benchmark-compare-fail=min:1000%",
-                         f"--benchmark-storage={tmp_path / 'store'}")
+    compare = pytest_run(
+        "--benchmark",
+        "--benchmark-compare",
+        "--benchmark-compare-fail=min:1000%",
+        f"--benchmark-storage={tmp_path / 'store'}",
+    )
     assert compare.returncode == 0, compare.stdout + compare.stderr
 
 
