@@ -48,6 +48,9 @@ from harness.server.spec import ServerSpec, with_capacity
 # After a scenario's last answer, a server that saves its cache after answering gets this long to
 # finish writing before the cache dirs are looked at for the last time.
 CACHE_SETTLE_S = 0.3
+# How much of a failed start's message (the server log's last lines) a row keeps as evidence: enough
+# for the lines a server prints about its command line and model before it fails.
+START_EVIDENCE_CHARS = 2000
 
 
 class Runner:
@@ -294,7 +297,7 @@ class Runner:
             started_at=time.time(),
             error=f"server failed to start: {message.splitlines()[0]}",
             checks_failed=["http.server_start"],
-            check_evidence={"http.server_start": message[-500:]},
+            check_evidence={"http.server_start": message[-START_EVIDENCE_CHARS:]},
         )
 
     def _warmup(self, executor: RequestExecutor, scenario: Scenario, variant: Variant) -> None:
