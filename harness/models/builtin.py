@@ -8,8 +8,10 @@ and shipped in ``harness/data/models``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -130,10 +132,25 @@ def build_model(
     chat_template: str | None = None,
     force: bool = False,
 ) -> Path:
-    """Writes a random-weight qwen2 model that mlx-lm, the legacy server and MLX-Textgen can load."""
+    """Writes a random-weight qwen2 model that mlx-lm, the legacy server and MLX-Textgen can load.
+
+    ``model.safetensors`` is written last, under its own name only once complete, so its presence
+    means a whole model. Processes building the same folder at once (test workers) take turns on a
+    lock beside it: the first builds, the others find the model and return."""
     out_dir = Path(out_dir)
-    if (out_dir / "model.safetensors").is_file() and not force:
+    weights_file = out_dir / "model.safetensors"
+    if weights_file.is_file() and not force:
         return out_dir  # before importing mlx: that alone costs the harness process ~300 MB
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if weights_file.is_file() and not force:
+            return out_dir
+        _write_model(out_dir, seed, config_overrides, chat_template)
+    return out_dir
+
+
+def _write_model(out_dir: Path, seed: int, config_overrides: dict | None, chat_template: str | None) -> None:
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen2
@@ -153,14 +170,15 @@ def build_model(
 
     mx.random.seed(seed)
     model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
-    # float32: MLX on CPU has no half-precision matmul with bias (AddMM).
-    weights = {name: value.astype(mx.float32) for name, value in tree_flatten(model.parameters())}
-    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out_dir / "harness-model.json").write_text(
         json.dumps({"builder": "harness.models.builtin.build_model", "seed": seed}, indent=2) + "\n", encoding="utf-8"
     )
-    return out_dir
+    # float32: MLX on CPU has no half-precision matmul with bias (AddMM).
+    weights = {name: value.astype(mx.float32) for name, value in tree_flatten(model.parameters())}
+    partial = out_dir / ".building.safetensors"  # hidden from mlx-lm, which loads model*.safetensors
+    mx.save_safetensors(str(partial), weights, metadata={"format": "mlx"})
+    os.replace(partial, out_dir / "model.safetensors")
 
 
 def default_model_path() -> Path:
