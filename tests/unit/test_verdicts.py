@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -372,10 +373,15 @@ def test_benchmark_flag_skips_and_coexists_with_pytest_benchmark_options(tmp_pat
 
     (tmp_path / "test_probe.py").write_text(PLUGIN_PROBE, encoding="utf-8")
 
+    # The probe is a session of its own: when this suite runs on xdist workers, the worker's
+    # variables must not reach it (pytest-benchmark disables itself inside a worker).
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST")}
+
     def pytest_run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args, "test_probe.py"],
             cwd=tmp_path,
+            env=env,
             capture_output=True,
             text=True,
             timeout=120,
