@@ -22,8 +22,13 @@ model: venv
 run: model
 	$(BIN)/harness run
 
+# Two workers by default (the suite is mostly waiting on one single-threaded server at a time, so
+# two cores play two test modules at once). --dist loadscope keeps each module on one worker, so a
+# module-scoped run is played once for all the tests that read it. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: model
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # Lint, format and type checks (settings in pyproject.toml); CI runs them before the tests.
 lint: venv

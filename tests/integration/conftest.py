@@ -13,12 +13,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+import transformers.utils.import_utils as transformers_import_utils
 
 from harness.core.paths import server_programs_dir
 from harness.models.builtin import build_model, default_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LEGACY_SERVER = server_programs_dir() / "legacy_server.py"
+
+# transformers imports torch at start-up when it is installed, though no server here uses it (they
+# run on MLX; outlines still imports torch itself when a request needs structured output). Off, a
+# server is ready in about 1 s instead of 4, across some fifty starts in this suite. transformers
+# reads the variable once, when it is imported: imported here first, the tests' own process keeps
+# torch (the tool-model training tests use it) and only the processes started from the tests get
+# USE_TORCH=0. `make benchmark` (tests/benchmarks alone) runs without it.
+transformers_import_utils.is_torch_available()
+os.environ.setdefault("USE_TORCH", "0")
 
 
 @pytest.fixture(scope="session")
