@@ -1,8 +1,9 @@
 """What the harness itself costs: per request, against a local stub server that answers at once
-(tests/stubs/instant_server.py), the harness's request path (harness.capture.http.send, the conformance
-checks, the token count and the result row a run writes) against a bare httpx loop sending the
-same body; streamed and not. Target: at most 2 ms of overhead per request (median). And the peak
-resident memory of the harness process during a short real run (target: at most 400 MB).
+(tests/stubs/instant_server.py), the request path of a run (harness.run.request.RequestExecutor: the
+timed exchange, the conformance checks, the token count, the cache snapshot and reuse rule, and the
+row written to results.jsonl) against a bare httpx loop sending the same body; streamed and not.
+Target: at most 2 ms of overhead per request (median). And the peak resident memory of the harness
+process during a short real run (target: at most 400 MB).
 
 The two loops alternate request by request so that load from other processes hits both alike.
 The figures go to pytest-benchmark's extra_info; the harness's path is also timed by the
@@ -23,11 +24,13 @@ import httpx
 import pytest
 
 from harness.capture import cachefiles
-from harness.capture.http import ReplayLimits, send
-from harness.checks import conformance
-from harness.core.rows import ResultRow
+from harness.capture.http import ReplayLimits
+from harness.core.rows import ResultWriter, read_rows
 from harness.models.tokens import TokenCounter
+from harness.run.request import RequestContext, RequestExecutor
 from harness.scenario.definition import plan_requests, resolve_scenarios
+from harness.server.process import ServerProcess
+from harness.server.spec import ServerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STUB = REPO_ROOT / "tests" / "stubs" / "instant_server.py"
@@ -90,57 +93,55 @@ def _bare(client: httpx.Client, url: str, body: dict) -> None:
         client.post(url, json=body).read()
 
 
-def _harness(client: httpx.Client, url: str, body: dict, request, counter: TokenCounter, cache_dir: Path) -> str:
-    """The per-request work of a run (harness.run.runner): snapshot, send, checks, count, row."""
-    before = cachefiles.snapshot([cache_dir])
-    timed = send(client, url, body, ReplayLimits())
-    answer = conformance.extract_answer(timed.captured)
-    outcome = conformance.run_checks(timed.captured, answer, request)
-    counted = counter.count(answer.content or "")
-    delta = cachefiles.diff(before, cachefiles.snapshot([cache_dir]))
-    row = ResultRow(
+def _executor(instant_url: str, planned, folder: Path, writer: ResultWriter) -> RequestExecutor:
+    """The request path of a run (harness.run.request) on the stub, declared as a remote server."""
+    from harness.models.builtin import default_model_path
+
+    spec = ServerSpec(name="instant", label="instant stub", base_url=instant_url)
+    context = RequestContext(
         run_id="bench",
-        server="instant",
-        scenario=request.scenario,
-        turn=request.turn,
-        request_kind="follow-up",
-        stream=request.stream,
-        started_at=time.time(),
-        ttft_s=timed.ttft_s,
-        total_s=timed.total_s,
-        http_status=timed.captured.http_status,
-        finish_reason=answer.finish_reason,
-        completion_tokens=counted,
-        checks_failed=outcome.failed,
-        check_evidence=outcome.evidence,
-        cache_bytes_total=delta.total_bytes,
+        run_dir=folder,
+        server=ServerProcess(spec, default_model_path(), home=folder, log_path=folder / "none.log"),
+        model_name="instant",
+        scenario=resolve_scenarios([planned.scenario])[0],
+        variant="stream" if planned.stream else "no-stream",
+        repeat=0,
+        tokens=TokenCounter(default_model_path() if default_model_path().is_dir() else None),
+        limits=ReplayLimits(),
     )
-    return row.model_dump_json()
+    return RequestExecutor(context, writer.write)
+
+
+def _harness(client: httpx.Client, executor: RequestExecutor, request, cache_dir: Path) -> None:
+    """The per-request work of a run: cache snapshot, send, checks, count, row, reuse rule, row written."""
+    before = cachefiles.snapshot([cache_dir])
+    row = executor.send(client, request, "follow-up")
+    executor.finish(row, before, cachefiles.snapshot([cache_dir]), log_text=None)
 
 
 @pytest.mark.benchmark(group="harness-overhead")
 @pytest.mark.parametrize("stream", [False, True], ids=["no-stream", "stream"])
 def test_per_request_overhead(benchmark, instant_url, planned, stream, tmp_path):
-    from harness.models.builtin import default_model_path
-
-    counter = TokenCounter(default_model_path() if default_model_path().is_dir() else None)
     url = instant_url + "/v1/chat/completions"
     planned.stream = stream
     body = planned.body("instant")
     bare, harness = [], []
-    with httpx.Client() as client:
+    with httpx.Client() as client, ResultWriter(tmp_path / "results.jsonl") as writer:
+        executor = _executor(instant_url, planned, tmp_path, writer)
         for i in range(WARMUP_PAIRS + PAIRS):
             started = time.perf_counter()
             _bare(client, url, body)
             middle = time.perf_counter()
-            _harness(client, url, body, planned, counter, tmp_path)
+            _harness(client, executor, planned, tmp_path)
             ended = time.perf_counter()
             if i >= WARMUP_PAIRS:
                 bare.append(middle - started)
                 harness.append(ended - middle)
         benchmark.pedantic(
-            _harness, args=(client, url, body, planned, counter, tmp_path), rounds=50, warmup_rounds=5, iterations=1
+            _harness, args=(client, executor, planned, tmp_path), rounds=50, warmup_rounds=5, iterations=1
         )
+    rows = read_rows(tmp_path)
+    assert len(rows) >= WARMUP_PAIRS + PAIRS + 1 and all(row.http_status == 200 and not row.error for row in rows)
     bare_ms, harness_ms = statistics.median(bare) * 1e3, statistics.median(harness) * 1e3
     overhead_ms = harness_ms - bare_ms
     benchmark.extra_info.update(
