@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fault_commands import FAULT_SERVER
 
 from harness.cli import main as cli
 from harness.run.config import load_config
@@ -20,8 +21,6 @@ from harness.server.process import stop_all
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FAULT_SERVER = REPO_ROOT / "tests" / "faultserver" / "fault_server.py"
 
 HARNESS_TOML = """
 servers = ["reference", "service"]

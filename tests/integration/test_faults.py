@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fault_commands import FAULT_SERVER, fault_command
 
 from harness.cli import main as cli
 from harness.core.errors import ConfigError
@@ -37,25 +38,7 @@ from harness.server.spec import ServerSpec
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FAULT_SERVER = REPO_ROOT / "tests" / "faultserver" / "fault_server.py"
 HARNESS_BIN = Path(sys.executable).parent / "harness"
-
-
-def fault_command(mode: str, *extra: str) -> list[str]:
-    return [
-        "{python}",
-        str(FAULT_SERVER),
-        "--port",
-        "{port}",
-        "--host",
-        "{host}",
-        "--mode",
-        mode,
-        "--model",
-        "{model}",
-        *extra,
-    ]
 
 
 def fault_module():

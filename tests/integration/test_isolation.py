@@ -18,14 +18,13 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from fault_commands import fault_command
 
 from harness.cli import main as cli
 from harness.core.rows import read_rows
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FAULT_SERVER = REPO_ROOT / "tests" / "faultserver" / "fault_server.py"
 HARNESS_BIN = Path(sys.executable).parent / "harness"
 SECRET = "sk-test-5ecr3t-7f1c2a9e"
 SERVER_PROGRAMS = {"legacy_server.py": "legacy", "mlx_textgen_launcher.py": "mlx-textgen", "fault_server.py": "fault"}
@@ -152,22 +151,6 @@ def test_real_servers_are_isolated_and_the_key_never_leaks(tmp_path, leftover_se
     assert (run_dir / "report.html").is_file() and (run_dir / "summary.md").is_file()
     assert files_containing(tmp_path, SECRET) == []
     assert leftover_servers() == []
-
-
-def fault_command(mode: str, *extra: str) -> list[str]:
-    return [
-        "{python}",
-        str(FAULT_SERVER),
-        "--port",
-        "{port}",
-        "--host",
-        "{host}",
-        "--mode",
-        mode,
-        "--model",
-        "{model}",
-        *extra,
-    ]
 
 
 def write_config(tmp_path: Path, chat: str, servers: dict[str, list[str]]) -> Path:
