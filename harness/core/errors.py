@@ -15,6 +15,8 @@ names the cause and the fix; the CLI prints it as one paragraph and exits non-ze
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class HarnessError(Exception):
     """Root of every error the harness reports to the user."""
@@ -42,3 +44,17 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+def read_user_file(path: Path, fix: str, what: str = "", keep_line_ends: bool = False) -> str:
+    """The text of a UTF-8 file the user named, or a ConfigError naming it (``what``: how to call
+    it, e.g. "the expectations file") and saying what to do (``fix``). ``keep_line_ends``: CRLF
+    stays as it is, for a file that is written back."""
+    name = f"{what} {path}" if what else str(path)
+    try:
+        with Path(path).open(encoding="utf-8", newline="" if keep_line_ends else None) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{name} does not exist. {fix}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {name}: {exc}. {fix}") from None

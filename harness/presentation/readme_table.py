@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.analysis.run_folder import load_run
-from harness.core.errors import ConfigError
+from harness.core.errors import ConfigError, read_user_file
 from harness.presentation.comparison import comparison_table_md
 
 START = "<!-- harness:comparison:start -->"
@@ -53,13 +53,7 @@ def replace_between_markers(text: str, block: str, source: str = "the file") -> 
 def update_file(path: Path, block: str) -> bool:
     """Writes the table into ``path`` between the markers; True when the file changed."""
     path = Path(path)
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:  # newline="": keep CRLF as it is
-            text = handle.read()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist. Pass an existing markdown file to --update.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}. Pass a UTF-8 markdown file to --update.") from None
+    text = read_user_file(path, "Pass an existing UTF-8 markdown file to --update.", keep_line_ends=True)
     updated = replace_between_markers(text, block, str(path))
     if updated == text:
         return False

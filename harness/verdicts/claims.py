@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.summary import ALL, RATIOS, Summary
-from harness.core.errors import ConfigError
+from harness.core.errors import ConfigError, read_user_file
 from harness.core.formatting import fmt_bytes, fmt_value, is_nan
 from harness.verdicts.claim_text import (
     DURATION,
@@ -455,12 +455,7 @@ def report_markdown(report: ClaimsReport) -> str:
 def read_claims(path: str | Path) -> ClaimSet:
     """Every claim of a markdown file; a ConfigError when it has none."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist. Pass a markdown file with claims.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}. Pass a UTF-8 markdown file.") from None
+    text = read_user_file(path, "Pass a UTF-8 markdown file with claims.")
     return parse_claims_or_fail(text, str(path))
 
 

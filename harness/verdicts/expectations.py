@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.summary import Summary, row_failures
-from harness.core.errors import ConfigError
+from harness.core.errors import ConfigError, read_user_file
 
-WRITE_HINT = "write one from a run with `harness gate RUN_DIR --write-expectations FILE`"
+WRITE_HINT = "Write one from a run with `harness gate RUN_DIR --write-expectations FILE`."
 
 
 @dataclass(frozen=True, order=True)
@@ -104,12 +104,7 @@ def compare(found: dict[Failure, Seen], expected: Expectations, ran: set[tuple[s
 
 def read_expectations(path: str | Path) -> Expectations:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"the expectations file {path} does not exist; {WRITE_HINT}.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the expectations file {path}: {exc}.") from None
+    text = read_user_file(path, WRITE_HINT, what="the expectations file")
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
