@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_processes import STUB, instant_stub
 
 from harness.capture import cachefiles
 from harness.capture.http import ReplayLimits
@@ -32,50 +33,16 @@ from harness.scenario.definition import plan_requests, resolve_scenarios
 from harness.server.process import ServerProcess
 from harness.server.spec import ServerSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STUB = REPO_ROOT / "tests" / "stubs" / "instant_server.py"
 OVERHEAD_TARGET_MS = 2.0
 RSS_TARGET_MB = 400
 PAIRS = 300
 WARMUP_PAIRS = 30
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def instant_url():
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(STUB), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("the instant stub server did not start")
+    with instant_stub() as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -23,76 +23,37 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_processes import free_port, instant_stub, stop, wait_http
 
 from harness.capture.http import ReplayLimits, send
 from harness.core.rows import read_rows
 from harness.scenario.definition import plan_requests, resolve_scenarios
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STUB = REPO_ROOT / "tests" / "stubs" / "instant_server.py"
 OVERHEAD_TARGET_MS = 2.0
 PAIRS = 150
 WARMUP_PAIRS = 15
 PAUSE_S = 0.003
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    pytest.fail(f"{what} did not start")
-
-
-def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
-
-
 @pytest.fixture(scope="module")
 def stub_and_proxy(tmp_path_factory):
     out = tmp_path_factory.mktemp("record-overhead")
-    stub_port, proxy_port = _free_port(), _free_port()
-    stub = subprocess.Popen(
-        [sys.executable, str(STUB), "--port", str(stub_port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    proxy = None
+    proxy_port = free_port()
     sent_through_proxy = [0]  # requests the tests send through the proxy, counted as they go
-    try:
-        stub_url = f"http://127.0.0.1:{stub_port}"
-        _wait_http(stub_url + "/health", stub, "the instant stub server")
+    with instant_stub() as stub_url:
         proxy = subprocess.Popen(
             [sys.executable, "-m", "harness.cli.main", "record", "--upstream", stub_url, "--port", str(proxy_port),
              "--out", str(out), "--name", "bench"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(out),
             env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
         )  # fmt: skip
-        proxy_url = f"http://127.0.0.1:{proxy_port}"
-        _wait_http(proxy_url + "/health", proxy, "harness record")
-        yield stub_url, proxy_url, proxy, out, sent_through_proxy
-    finally:
-        if proxy is not None:
-            _stop(proxy, signal.SIGINT)
-        _stop(stub)
+        try:
+            proxy_url = f"http://127.0.0.1:{proxy_port}"
+            wait_http(proxy_url + "/health", proxy, "harness record")
+            yield stub_url, proxy_url, proxy, out, sent_through_proxy
+        finally:
+            stop(proxy, signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +112,7 @@ def test_proxy_overhead_per_request(request, benchmark, stub_and_proxy, body, st
 def test_the_proxy_recorded_every_request_and_stops_on_ctrl_c(stub_and_proxy):
     """Runs after the overhead tests (same module): every proxied request is a row and a journal line."""
     _stub_url, _proxy_url, proxy, out, sent_through_proxy = stub_and_proxy
-    assert _stop(proxy, signal.SIGINT) == 130
+    assert stop(proxy, signal.SIGINT) == 130
     (run_dir,) = [path for path in out.iterdir() if path.is_dir()]
     rows = read_rows(run_dir)
     # Both modes: the pairs and the benchmark's rounds (as many as pytest-benchmark ran: one when it
