@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fault_commands import FAULT_SERVER
+from declared_servers import FAULT_SERVER
 
 from harness.cli import main as cli
 from harness.run.config import load_config

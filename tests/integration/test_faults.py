@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from fault_commands import FAULT_SERVER, fault_command
+from declared_servers import FAULT_SERVER, fault_command
 
 from harness.cli import main as cli
 from harness.core.errors import ConfigError

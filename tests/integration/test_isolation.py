@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from fault_commands import fault_command
+from declared_servers import fault_command
 
 from harness.cli import main as cli
 from harness.core.rows import read_rows

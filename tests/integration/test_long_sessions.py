@@ -5,10 +5,9 @@ eviction under pressure on MLX-Textgen with a prompt-cache capacity of two."""
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import pytest
+from declared_servers import instant_stub_config
 
 from harness.core.rows import read_rows
 from harness.presentation.report import build_report
@@ -17,29 +16,9 @@ from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
 
-STUB = Path(__file__).resolve().parents[2] / "tests" / "stubs" / "instant_server.py"
-
-
-def stub_config(tmp_path: Path, *stub_args: str, **overrides):
-    toml = tmp_path / "harness.toml"
-    args = "".join(f', "{a}"' for a in stub_args)
-    toml.write_text(
-        textwrap.dedent(f"""
-        servers = ["instant"]
-        reference = "instant"
-        [server.instant]
-        command = ["{{python}}", "{STUB}", "--port", "{{port}}", "--host", "{{host}}"{args}]
-        ready_path = "/health"
-        ready_timeout_s = 30
-        cache_dirs = ["{{home}}/cache"]
-    """)
-    )
-    overrides.setdefault("out", str(tmp_path / "runs"))
-    return load_config(toml, overrides, project_dir=tmp_path)
-
 
 def test_a_long_session_records_growth_on_every_row_and_reports_it(tmp_path):
-    config = stub_config(tmp_path, scenarios=["long-session"], turns=6)
+    config = instant_stub_config(tmp_path, scenarios=["long-session"], turns=6)
     run_dir = Runner(config).run()
     rows = [r for r in read_rows(run_dir) if r.request_kind != "warmup"]
     assert [r.turn for r in rows] == list(range(6)) and all(r.error is None for r in rows)
@@ -59,7 +38,7 @@ def test_a_long_session_records_growth_on_every_row_and_reports_it(tmp_path):
 
 
 def test_the_time_budget_stops_a_session_and_the_report_says_so(tmp_path):
-    config = stub_config(tmp_path, "--delay-s", "0.3", scenarios=["long-session"], turns=40, time_budget_s=1.0)
+    config = instant_stub_config(tmp_path, "--delay-s", "0.3", scenarios=["long-session"], turns=40, time_budget_s=1.0)
     run_dir = Runner(config).run()
     rows = read_rows(run_dir)
     assert 1 <= len(rows) < 10

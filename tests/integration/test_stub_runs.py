@@ -6,41 +6,19 @@ the harness's own plumbing rather than a model."""
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import pytest
+from declared_servers import instant_stub_config
 
 from harness.core.rows import read_rows
 from harness.presentation.report import build_report
-from harness.run.config import load_config
 from harness.run.runner import Runner
 
 pytestmark = pytest.mark.integration
 
-STUB = Path(__file__).resolve().parents[2] / "tests" / "stubs" / "instant_server.py"
-
-
-def _config(tmp_path: Path, *stub_args: str, **overrides):
-    toml = tmp_path / "harness.toml"
-    args = ", ".join(f'"{a}"' for a in stub_args)
-    toml.write_text(
-        textwrap.dedent(f"""
-        servers = ["instant"]
-        reference = "instant"
-        [server.instant]
-        label = "instant stub"
-        command = ["{{python}}", "{STUB}", "--port", "{{port}}", "--host", "{{host}}"{", " + args if args else ""}]
-        ready_path = "/health"
-        ready_timeout_s = 30
-    """)
-    )
-    overrides.setdefault("out", str(tmp_path / "runs"))
-    return load_config(toml, overrides, project_dir=tmp_path)
-
 
 def test_warm_up_is_one_unmeasured_row_per_server_start(tmp_path):
-    config = _config(tmp_path, scenarios=["short-chat", "restart"], warmup=True, context_tokens=[60])
+    config = instant_stub_config(tmp_path, scenarios=["short-chat", "restart"], warmup=True, context_tokens=[60])
     run_dir = Runner(config).run()
     rows = read_rows(run_dir)
     warm = [r for r in rows if r.request_kind == "warmup"]
@@ -57,7 +35,7 @@ def test_warm_up_is_one_unmeasured_row_per_server_start(tmp_path):
 
 
 def test_concurrent_sessions_queue_on_a_server_that_serialises(tmp_path):
-    config = _config(tmp_path, "--delay-s", "0.1", "--serial", scenarios=["short-chat"], concurrency=3)
+    config = instant_stub_config(tmp_path, "--delay-s", "0.1", "--serial", scenarios=["short-chat"], concurrency=3)
     run_dir = Runner(config).run()
     rows = [r for r in read_rows(run_dir) if r.request_kind != "warmup"]
     assert len(rows) == 12 and {r.session for r in rows} == {0, 1, 2}
@@ -75,7 +53,7 @@ def test_concurrent_sessions_queue_on_a_server_that_serialises(tmp_path):
 
 
 def test_context_sizes_replay_each_scenario_once_per_size_and_plot_it(tmp_path):
-    config = _config(tmp_path, scenarios=["short-chat"], context_tokens="100,400")
+    config = instant_stub_config(tmp_path, scenarios=["short-chat"], context_tokens="100,400")
     run_dir = Runner(config).run()
     rows = read_rows(run_dir)
     assert [(r.scenario, r.context_tokens) for r in rows if r.turn == 0] == [
@@ -93,7 +71,7 @@ def test_context_sizes_replay_each_scenario_once_per_size_and_plot_it(tmp_path):
 
 
 def test_bound_json_is_written_at_the_end_of_a_run_and_reported(tmp_path):
-    config = _config(tmp_path, scenarios=["short-chat"], bound=True)
+    config = instant_stub_config(tmp_path, scenarios=["short-chat"], bound=True)
     run_dir = Runner(config).run()
     bound = json.loads((run_dir / "bound.json").read_text())
     entry = bound["scenarios"]["short-chat"]
