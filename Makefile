@@ -32,8 +32,8 @@ test: model
 
 # Lint, format and type checks (settings in pyproject.toml); CI runs them before the tests.
 lint: venv
-	$(BIN)/ruff check harness tests
-	$(BIN)/ruff format --check harness tests
+	$(BIN)/ruff check harness servers tests
+	$(BIN)/ruff format --check harness servers tests
 	$(BIN)/mypy
 
 # The live benchmark of the default comparison through pytest-benchmark, gated by [tool.harness.gate].

@@ -1,9 +1,12 @@
 """Where the harness finds what it ships and where it writes what it builds.
 
-Built-in scenarios, the server programs it starts and the committed tool-call models are package
-data (``harness/data``), read through ``importlib.resources`` so that a wheel or ``pip install .``
-works as well as an editable checkout. pip always installs packages unzipped, so the data folder is
-a real directory that server processes can be pointed at.
+The server programs it starts and the built-in scenarios live at the top of the repository
+(``servers/``, ``scenarios/``); a wheel carries them as ``harness/data/servers`` and
+``harness/data/scenarios`` (mapped in at build time, see pyproject.toml). ``shipped_dir`` is the one
+place that tells the two apart: the packaged copy when there is one, else the checkout's folder, so an
+editable install and a wheel read the same files. The committed tool-call models and the tokenizer
+corpus are package data (``harness/data``) in both. pip always installs packages unzipped, so these
+are real directories that server processes can be pointed at.
 
 The random-weight default model is built, not shipped: it goes to a per-user folder
 (``$HARNESS_MODELS_DIR``, else ``$XDG_CACHE_HOME/mlx-migration-harness/models``, else
@@ -24,13 +27,24 @@ def data_dir() -> Path:
     return Path(str(files("harness") / "data"))
 
 
+def shipped_dir(name: str) -> Path:
+    """A top-level folder of the repository that the wheel carries in the package (``servers`` or
+    ``scenarios``): ``harness/data/<name>`` in an installed wheel, ``<checkout>/<name>`` otherwise."""
+    packaged = data_dir() / name
+    if packaged.is_dir():
+        return packaged
+    return Path(str(files("harness"))).parent / name
+
+
 def builtin_scenarios_dir() -> Path:
-    return data_dir() / "scenarios"
+    """The built-in scenarios (``scenarios/``)."""
+    return shipped_dir("scenarios")
 
 
 def server_programs_dir() -> Path:
-    """The programs the built-in server specs start: the legacy stand-in and the MLX-Textgen launcher."""
-    return data_dir() / "servers"
+    """The programs the built-in server specs start (``servers/``): the legacy stand-in and the
+    MLX-Textgen launcher."""
+    return shipped_dir("servers")
 
 
 def committed_models_dir() -> Path:

@@ -40,7 +40,7 @@ from harness.models.builtin import TINY_QWEN2_CONFIG, TOOL_MODEL_NAMES, corpus_t
 from harness.models.dialects import DIALECTS, Dialect, parse_output
 
 # --- The tools and prompts the models are trained on ------------------------------------------
-# ``harness/data/scenarios/tools/coding-tools-small.json`` holds the same list (a unit of the scenarios).
+# ``scenarios/tools/coding-tools-small.json`` holds the same list (a unit of the scenarios).
 
 
 def _tool(name: str, description: str, params: list[str], required: list[str]) -> dict[str, Any]:

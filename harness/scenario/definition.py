@@ -553,7 +553,7 @@ def _check_turns(path: Path, scenario: Scenario) -> None:
 
 
 def builtin_scenarios(directory: Path | None = None) -> dict[str, Path]:
-    """Scenario name -> file, for the scenarios shipped with the package (``harness/data/scenarios``)."""
+    """Scenario name -> file, for the scenarios shipped with the package (``scenarios/``)."""
     found: dict[str, Path] = {}
     for file in sorted((directory or builtin_scenarios_dir()).glob("*.yaml")):
         found[file.stem] = file

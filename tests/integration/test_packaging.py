@@ -60,7 +60,8 @@ def _build_wheel(tmp: Path) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO_ROOT / name, src / name)
-    shutil.copytree(REPO_ROOT / "harness", src / "harness", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in ("harness", "servers", "scenarios"):
+        shutil.copytree(REPO_ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # No build isolation, so nothing is fetched: the venv's setuptools builds it (torch's pin brings
     # setuptools >= 77, which makes wheels without the separate `wheel` package).
     dist = tmp / "dist"
@@ -95,7 +96,9 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path):
     missing = [name for name in DATA_FILES if name not in names]
     assert not missing, f"missing from {wheel.name}: {missing}"
     scenarios = sorted(n for n in names if n.startswith("harness/data/scenarios/") and n.endswith(".yaml"))
-    on_disk = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "harness/data/scenarios").glob("*.yaml"))
+    on_disk = sorted(
+        "harness/data/" + p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "scenarios").glob("*.yaml")
+    )
     assert scenarios == on_disk
     assert "harness/cli/main.py" in names and not any("__pycache__" in n for n in names)
 
@@ -128,17 +131,22 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path):
             sys.executable,
             "-c",
             "import harness, harness.core.paths as p; "
-            "print(harness.__file__); print(p.data_dir()); print(p.built_models_dir())",
+            "print(harness.__file__); print(p.data_dir()); print(p.built_models_dir()); "
+            "print(p.server_programs_dir()); print(p.builtin_scenarios_dir())",
         ],
         cwd=elsewhere,
         env=env,
         timeout_s=60,
     )
     assert where.returncode == 0, where.stdout
-    package_file, data_dir, models_dir = (Path(line) for line in where.stdout.split())
+    package_file, data_dir, models_dir, programs_dir, scenarios_dir = (Path(line) for line in where.stdout.split())
     assert package_file == site / "harness" / "__init__.py", f"imported {package_file}, not the installed copy"
     assert data_dir == site / "harness" / "data"
     assert models_dir == tmp_path / "models"
+    # The wheel reads its own copy of servers/ and scenarios/, the same files as the checkout's.
+    assert (programs_dir, scenarios_dir) == (data_dir / "servers", data_dir / "scenarios")
+    for name in ("servers/legacy_server.py", "scenarios/agent-session.yaml", "scenarios/tools/agent-tools.json"):
+        assert (data_dir / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name
 
     built = _run([sys.executable, "-m", "harness.cli.main", "build-model"], cwd=elsewhere, env=env, timeout_s=180)
     assert built.returncode == 0, f"build-model failed:\n{built.stdout[-3000:]}"

@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # no response cache (the replay must generate each answer again).
 LEGACY_QUIRKS = {"hermes_parsing": True, "max_tokens_ignored": False, "response_cache": False}
 SECRET = "sk-live-record-test-0123456789"
-TOOLS = json.loads((REPO_ROOT / "harness/data/scenarios/tools/coding-tools-small.json").read_text())
+TOOLS = json.loads((REPO_ROOT / "scenarios/tools/coding-tools-small.json").read_text())
 SYSTEM = (
     "You are a coding assistant working in a software repository. Use the tools to read files and run "
     "commands. Keep answers short."

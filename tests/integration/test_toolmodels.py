@@ -1,7 +1,7 @@
 """The committed tool-call models answer their scenarios correctly under plain mlx-lm.
 
 For each dialect: load the committed folder with ``mlx_lm.load``, render every planned request of
-``harness/data/scenarios/tools-<dialect>.yaml`` with the model's own chat template, decode greedily, parse the
+``scenarios/tools-<dialect>.yaml`` with the model's own chat template, decode greedily, parse the
 dialect's output and check it against the scenario's expectations: the right tool call (name and
 arguments) where one is expected, and a plain answer everywhere else. This is the baseline a server
 is compared with: if a server loses these calls, the server is at fault, not the model.

@@ -12,7 +12,8 @@ together. The rules:
 - every subpackage is a stage of ``STAGES``: a new stage must be placed in the order.
 
 ``harness/__init__.py`` (the version) sits outside the order: anything may import it and it imports
-nothing. ``harness/data`` holds the server programs, run as scripts with no harness import.
+nothing. The server programs (``servers/`` at the top of the repository) run as scripts with no
+harness import. The wheel's package list in pyproject.toml names every stage.
 """
 
 from __future__ import annotations
@@ -456,9 +457,11 @@ def test_no_private_names_of_other_modules(graph):
 
 
 def test_server_programs_import_nothing_of_the_package():
-    """The programs in harness/data/servers run standalone, with the command line of the program
-    they stand for; they cannot rely on the harness being importable."""
-    for path in sorted((PACKAGE_DIR / "data").rglob("*.py")):
+    """The programs in servers/ run standalone, with the command line of the program they stand
+    for; they cannot rely on the harness being importable."""
+    programs = sorted((PACKAGE_DIR.parent / "servers").rglob("*.py"))
+    assert programs, "no server programs found under servers/"
+    for path in programs:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = (
                 [a.name for a in node.names]
@@ -470,6 +473,17 @@ def test_server_programs_import_nothing_of_the_package():
             assert not any(n == "harness" or n.startswith("harness.") for n in names), (
                 f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno} imports the harness"
             )
+
+
+def test_the_wheel_lists_every_stage():
+    """pyproject.toml lists the wheel's packages (the mapped servers/ and scenarios/ folders cannot
+    be found by a package search), so a new stage must be added there too or the wheel lacks it."""
+    import tomllib
+
+    listed = tomllib.loads((PACKAGE_DIR.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    on_disk = {f"harness.{p.parent.name}" for p in PACKAGE_DIR.glob("*/__init__.py")}
+    assert on_disk <= set(listed), f"missing from [tool.setuptools] packages: {sorted(on_disk - set(listed))}"
+    assert {"harness.data.servers", "harness.data.scenarios"} <= set(listed)
 
 
 def test_the_scan_sees_the_whole_package(graph):
@@ -548,3 +562,15 @@ def test_same_module_private_names_and_relative_imports(tmp_path):
     graph = scan(root)
     assert graph.private_uses == []
     assert {(e.source, e.target) for e in graph.edges} == {("pkg.low.b", "pkg.low.a")}
+
+
+def test_a_checkout_reads_the_top_level_servers_and_scenarios():
+    """From the checkout (an editable install) the harness reads servers/ and scenarios/ at the top
+    of the repository; tests/integration/test_packaging.py shows a wheel reads its copy of them."""
+    from harness.core.paths import builtin_scenarios_dir, server_programs_dir
+
+    root = PACKAGE_DIR.parent
+    assert server_programs_dir() == root / "servers"
+    assert builtin_scenarios_dir() == root / "scenarios"
+    assert (server_programs_dir() / "legacy_server.py").is_file()
+    assert (builtin_scenarios_dir() / "agent-session.yaml").is_file()

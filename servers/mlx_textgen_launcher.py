@@ -1,6 +1,6 @@
 """Runs the normal `mlx_textgen` CLI, with only the CPU shims the installed MLX needs.
 
-Same command line as `mlx_textgen`: `python harness/data/servers/mlx_textgen_launcher.py serve -m MODEL -p PORT ...`.
+Same command line as `mlx_textgen`: `python servers/mlx_textgen_launcher.py serve -m MODEL -p PORT ...`.
 Each shim applied is logged on one line starting with "launcher shim applied:" and the summary line
 "launcher shims: [...]", which the harness copies into the report: a shim is a difference from what a
 Mac user runs, so it must be visible next to the numbers.

@@ -3,7 +3,7 @@
 Reproduces the observable behaviour described in legacy-server.md, quirks included, so the harness can
 compare it with MLX-Textgen on the same model:
 
-    python harness/data/servers/legacy_server.py --model PATH [--port 8081] [--host 0.0.0.0]
+    python servers/legacy_server.py --model PATH [--port 8081] [--host 0.0.0.0]
 
 Quirks kept by default, each with a switch that turns it off for a like-for-like comparison:
 ``--honour-max-tokens`` (otherwise every answer runs to 256 new tokens or EOS), ``--parse-hermes``
@@ -40,7 +40,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-# Run as a script (`python harness/data/servers/legacy_server.py`) or imported by tests with that
+# Run as a script (`python servers/legacy_server.py`) or imported by tests with that
 # folder on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from legacy_toolparse import parse_tool_calls
