@@ -260,7 +260,7 @@ class RequestExecutor:
         """Sends ``request``, checks the answer and returns its row (cache fields not yet filled)."""
         ctx, server = self.context, self.context.server
         body = request.body(server.model_id or ctx.model_name)
-        url = server.base_url + "/v1/chat/completions"
+        url = server.base_url + server.spec.chat_path
         ask_usage = self._ask_stream_usage(request)
         if ask_usage:
             body["stream_options"] = {"include_usage": True}
@@ -298,7 +298,7 @@ class RequestExecutor:
         spec = server.spec
         model = server.model_id or ctx.model_name
         body = body if body is not None else request.body(model)  # as sent: the pair key, the capture
-        url = url or server.base_url + "/v1/chat/completions"
+        url = url or server.base_url + server.spec.chat_path
         answer = conformance.extract_answer(timed.captured)
         self._note_fingerprint(timed.captured)
         outcome = conformance.run_checks(timed.captured, answer, request)

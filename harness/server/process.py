@@ -277,7 +277,7 @@ class ServerProcess:
                         response = client.get(self.base_url + probes[probe], timeout=timeout)
                     else:
                         response = client.post(
-                            self.base_url + "/v1/chat/completions", json=self._tiny_completion(), timeout=timeout
+                            self.base_url + self.spec.chat_path, json=self._tiny_completion(), timeout=timeout
                         )
                     if response.status_code == 200:
                         self.time_to_ready_s = time.monotonic() - started_at

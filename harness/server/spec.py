@@ -9,6 +9,11 @@ from dataclasses import dataclass, field, replace
 
 from harness.core.errors import ConfigError
 
+# Protocols a server may speak (ServerSpec.protocols) and their usual paths.
+OPENAI, ANTHROPIC = "openai", "anthropic"
+OPENAI_CHAT_PATH = "/v1/chat/completions"
+ANTHROPIC_MESSAGES_PATH = "/v1/messages"
+
 
 @dataclass
 class ServerSpec:
@@ -52,6 +57,18 @@ class ServerSpec:
     # for scenarios that set one (max_capacity) and --max-capacity: extra arguments, environment.
     capacity_args: list[str] = field(default_factory=list)
     capacity_env: dict[str, str] = field(default_factory=dict)
+    # The protocols the server speaks and the path of each: "openai" (chat completions) and, where
+    # served, "anthropic" (the Messages API).
+    protocols: dict[str, str] = field(default_factory=lambda: {OPENAI: OPENAI_CHAT_PATH})
+
+    def protocol_path(self, protocol: str) -> str | None:
+        """The path that serves ``protocol``, or None when the server does not speak it."""
+        return self.protocols.get(protocol)
+
+    @property
+    def chat_path(self) -> str:
+        """Where OpenAI chat completions are sent."""
+        return self.protocols.get(OPENAI, OPENAI_CHAT_PATH)
 
 
 def with_capacity(spec: ServerSpec, capacity: int | None) -> ServerSpec:
