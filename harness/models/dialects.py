@@ -255,10 +255,15 @@ class Dialect:
     answer_ends: tuple[str, ...] = ("<|im_end|>",)
     # Harmony renders a past final answer with <|end|> but the model ends a new one with <|return|>.
     final_label_swap: dict[str, str] = field(default_factory=dict)
+    # Keys added to tokenizer_config.json so that servers which choose their tool parser from the
+    # model find this dialect on their own (mlx-lm >= 0.29 reads "tool_parser_type").
+    tokenizer_config_extra: dict[str, str] = field(default_factory=dict)
 
 
 DIALECTS: dict[str, Dialect] = {
-    "hermes": Dialect(name="hermes", chat_template=HERMES_CHAT_TEMPLATE),
+    "hermes": Dialect(
+        name="hermes", chat_template=HERMES_CHAT_TEMPLATE, tokenizer_config_extra={"tool_parser_type": "json_tools"}
+    ),
     "qwen-xml": Dialect(name="qwen-xml", chat_template=QWEN_XML_CHAT_TEMPLATE),
     "harmony": Dialect(
         name="harmony",

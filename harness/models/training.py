@@ -867,7 +867,7 @@ def train(spec: ToolModelSpec, tokenizer, dialect: Dialect, log=print, threads: 
     return model, config, sum(recent) / len(recent)
 
 
-def export(model, config: dict[str, Any], tokenizer, out_dir: Path, record: dict[str, Any]) -> Path:
+def export(model, config: dict[str, Any], tokenizer, out_dir: Path, record: dict[str, Any], dialect: Dialect) -> Path:
     """Writes an mlx-lm loadable folder: float32 safetensors with mlx-lm's (= transformers') names."""
     import mlx.core as mx
     import numpy as np
@@ -884,6 +884,10 @@ def export(model, config: dict[str, Any], tokenizer, out_dir: Path, record: dict
     }
     mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
     tokenizer.save_pretrained(out_dir)
+    if dialect.tokenizer_config_extra:
+        tokenizer_config = out_dir / "tokenizer_config.json"
+        data = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+        tokenizer_config.write_text(json.dumps({**data, **dialect.tokenizer_config_extra}, indent=2) + "\n")
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out_dir / "harness-model.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out_dir
@@ -980,7 +984,7 @@ def build_tool_model(
             f"torch {torch.__version__} (CPU, {threads} thread(s)), transformers {transformers.__version__}"
         ),
     }
-    return export(model, config, tokenizer, out_dir, record)
+    return export(model, config, tokenizer, out_dir, record, DIALECTS[dialect])
 
 
 def main(argv: list[str] | None = None) -> int:
