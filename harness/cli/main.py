@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.cli import traffic_commands
+from harness.cli import server_commands, traffic_commands
 from harness.core.errors import HarnessError, Interrupted
 
 
@@ -53,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "turns": args.turns,
         "max_capacity": args.max_capacity,
         "time_budget_s": args.time_budget,
+        "installer": args.installer,
     }
     config = load_config(Path(args.config) if args.config else None, overrides)
     console = _console()
@@ -157,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start each server in turn, replay the scenarios, write the report")
-    run.add_argument("--servers", help="comma-separated server names (default: legacy,legacy-capped,mlx-textgen)")
+    run.add_argument(
+        "--servers",
+        help="comma-separated server names (default: legacy,legacy-capped,mlx-textgen); a catalogue server "
+        "as NAME or NAME@VERSION (`harness servers` lists them)",
+    )
     run.add_argument("--scenarios", help="comma-separated scenario names, YAML files, or folders of them")
     run.add_argument("--model", help="a local mlx-lm model folder (default: the built-in offline model)")
     run.add_argument("--out", help="folder for run folders (default: reports)")
@@ -199,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds each server may spend on each scenario; no request is sent once it is spent",
     )
+    run.add_argument(
+        "--installer",
+        choices=["uv", "pip"],
+        help="how servers with their own environment (catalogue servers, NAME@VERSION) are installed "
+        "(default: uv when installed, else pip)",
+    )
     run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build-model", help="build the built-in offline model (no download)")
@@ -218,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_verdict_commands(sub)
     traffic_commands.register_commands(sub)
+    server_commands.register_commands(sub)
     return parser
 
 

@@ -52,9 +52,15 @@ def committed_models_dir() -> Path:
     return data_dir() / "models"
 
 
+def user_cache_dir() -> Path:
+    """The harness's per-user cache: ``$XDG_CACHE_HOME/mlx-migration-harness``, else
+    ``~/.cache/mlx-migration-harness`` (built models, servers' environments)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser().resolve() / "mlx-migration-harness"
+
+
 def built_models_dir() -> Path:
     """Where ``harness build-model`` writes the default model (see the module docstring)."""
     if os.environ.get(MODELS_DIR_ENV):
         return Path(os.environ[MODELS_DIR_ENV]).expanduser().resolve()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser().resolve() / "mlx-migration-harness" / "models"
+    return user_cache_dir() / "models"

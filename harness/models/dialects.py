@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.models.builtin import HERMES_CHAT_TEMPLATE
@@ -335,3 +336,22 @@ def parse_output(dialect: str, text: str) -> tuple[str, list[dict[str, Any]]]:
     else:
         raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
     return content.strip(), calls
+
+
+def model_dialect(model_dir: Path) -> str | None:
+    """The tool-call dialect a model folder speaks: the one its harness-model.json names (the built-in
+    tool models), else Hermes when its chat template writes ``<tool_call>`` (the default model and
+    Qwen2.5-style models), else None (unknown: no parser arguments are added for it)."""
+    try:
+        named = json.loads((model_dir / "harness-model.json").read_text(encoding="utf-8")).get("dialect")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if isinstance(named, str) and named in DIALECTS:
+        return named
+    for name in ("chat_template.jinja", "tokenizer_config.json"):
+        try:
+            if "<tool_call>" in (model_dir / name).read_text(encoding="utf-8"):
+                return "hermes"
+        except OSError:
+            continue
+    return None

@@ -37,11 +37,12 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.core.errors import ConfigError
+from harness.server.catalogue import load_catalogue, split_release
 from harness.server.spec import BUILTIN_SERVERS, LIKE_FOR_LIKE_SERVER, ServerSpec, legacy_spec
 
 # The legacy server as deployed, the same server with max_tokens honoured (the like-for-like
@@ -118,6 +119,8 @@ class RunConfig(BaseModel):
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 120.0
     api_key: str | None = None
+    # How servers' own environments are filled: "uv" or "pip"; None takes uv when it is installed.
+    installer: Literal["uv", "pip"] | None = None
     server: dict[str, ServerOverride] = Field(default_factory=dict)
     gate: dict[str, Any] = Field(default_factory=dict)
 
@@ -142,8 +145,21 @@ class RunConfig(BaseModel):
 
     def server_specs(self) -> list[ServerSpec]:
         specs = []
+        catalogue = load_catalogue()
         for name in self.servers:
             override = self.server.get(name)
+            listed, release = split_release(name)
+            if override is None and listed in catalogue and listed not in BUILTIN_SERVERS:
+                spec = catalogue[listed].spec(release, name=name)
+                spec.ready_timeout_s = max(spec.ready_timeout_s, self.ready_timeout_s)
+                spec.api_key = self.api_key
+                specs.append(spec)
+                continue
+            if release is not None and override is None:
+                raise ConfigError(
+                    f"unknown server '{listed}' in '{name}': NAME@VERSION picks a release of a catalogue server "
+                    f"({', '.join(catalogue)}); `harness servers` lists them."
+                )
             base = name if name in BUILTIN_SERVERS else (override.like if override else None)
             if override and override.like and override.like not in BUILTIN_SERVERS:
                 raise ConfigError(
@@ -166,7 +182,8 @@ class RunConfig(BaseModel):
                 spec = ServerSpec(name=name, label=override.label or name, command=override.command or [])
             else:
                 raise ConfigError(
-                    f"unknown server '{name}'. Built-in servers: {', '.join(BUILTIN_SERVERS)}; or define "
+                    f"unknown server '{name}'. Built-in servers: {', '.join(BUILTIN_SERVERS)}; catalogue servers "
+                    f"(each in its own environment, NAME or NAME@VERSION): {', '.join(catalogue)}; or define "
                     f"[tool.harness.server.{name}] with a `command` (argument list) or a `base_url`."
                 )
             if override:

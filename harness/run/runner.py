@@ -9,6 +9,7 @@ one request path, ``harness.run.request``.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,8 @@ from harness.scenario.definition import (
 )
 from harness.scenario.generated import describe, materialize_groups
 from harness.scenario.warmup import warmup_request
-from harness.server import cache_damage
+from harness.server import cache_damage, environments
+from harness.server.environments import EnvironmentBuildError
 from harness.server.process import ServerProcess
 from harness.server.spec import ServerSpec, with_capacity
 
@@ -88,6 +90,8 @@ class Runner:
         self.deadline: float | None = None
         # (server, scenario, mode, repeat) -> damage reference ("intact", "empty") -> its first row.
         self.damage_references: dict[tuple[str, str, str, int], dict[str, ResultRow]] = {}
+        # Servers' own environments, by server name, once created or found.
+        self.environments: dict[str, environments.Environment] = {}
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> Path:
@@ -200,7 +204,28 @@ class Runner:
     # -- one server on one model -----------------------------------------------------------
     def _new_server(self, spec: ServerSpec, group: ModelGroup, home: Path, tag: str) -> ServerProcess:
         log = self.run_dir / "logs" / f"{spec.name}-{tag}.log"
-        return ServerProcess(spec, group.path, home=home, log_path=log)
+        own = self.environments.get(spec.name)
+        return ServerProcess(
+            spec, group.path, home=home, log_path=log, python=str(own.python) if own else sys.executable
+        )
+
+    def _environment(self, spec: ServerSpec) -> None:
+        """Creates (or finds) the server's own environment before its first start, and records it in
+        run.json; a failed install raises EnvironmentBuildError, which fails this server only."""
+        if spec.environment is None or spec.base_url or spec.name in self.environments:
+            return
+        assert self.meta is not None
+        entry = self.meta.server_entry(spec)
+        try:
+            env = environments.ensure(spec.environment, say=self.say, installer=self.config.installer)
+        except EnvironmentBuildError as exc:
+            entry["environment"] = {"name": spec.environment.name, "error": str(exc)}
+            self.meta.save()
+            raise
+        self.environments[spec.name] = env
+        entry["environment"] = env.record()
+        entry["release"] = spec.release
+        self.meta.save()
 
     def _start(self, server: ServerProcess) -> ServerProcess:
         assert self.meta is not None
@@ -231,6 +256,17 @@ class Runner:
 
     def _run_server(self, spec: ServerSpec, group: ModelGroup, repeat: int) -> None:
         tokens = TokenCounter(group.path)
+        try:
+            self._environment(spec)
+        except EnvironmentBuildError as exc:
+            self.say(str(exc))
+            assert self.meta is not None
+            self.meta.server_entry(spec)["notes"].append(f"environment failed: {str(exc).splitlines()[0]}")
+            for scenario in group.scenarios:
+                for variant in scenario.play_modes():
+                    self._write_failed_start(spec, scenario, variant, repeat, group, str(exc))
+            self.meta.save()
+            return
         try:
             for scenario in group.scenarios:
                 self._run_scenario(spec, group, scenario, repeat, tokens)

@@ -29,6 +29,7 @@ import psutil
 
 from harness.core.errors import ServerError
 from harness.core.paths import server_programs_dir
+from harness.models.dialects import model_dialect
 from harness.server.spec import ServerSpec
 
 LOG_TAIL_LINES = 25
@@ -147,6 +148,7 @@ class ServerProcess:
     def _fill(self, template: str) -> str:
         return template.format(
             python=self.python,
+            bin=Path(self.python).parent,
             model=self.model,
             port=self.port,
             host=self.host,
@@ -161,8 +163,14 @@ class ServerProcess:
             return []  # a remote server's disk is not ours to look at
         return [Path(self._fill(item)) for item in self.spec.cache_dirs]
 
+    def told_args(self) -> list[str]:
+        """The arguments this server is given to parse the model's tool-call dialect (empty when it
+        finds the dialect by itself or has no parser for it)."""
+        dialect = model_dialect(Path(self.model)) if self.spec.dialect_args else None
+        return list(self.spec.dialect_args.get(dialect, [])) if dialect else []
+
     def command(self) -> list[str]:
-        args = [self._fill(item) for item in self.spec.command]
+        args = [self._fill(item) for item in self.spec.command] + self.told_args()
         if self.spec.api_key:
             args += [self._fill(item) for item in self.spec.api_key_args]
         return args
@@ -299,13 +307,13 @@ class ServerProcess:
         )
 
     def _tiny_completion(self) -> dict[str, Any]:
-        model = self.spec.request_model or Path(self.model).name
+        model = self._fill(self.spec.request_model) if self.spec.request_model else Path(self.model).name
         return {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
     def _read_model_id(self, client: httpx.Client) -> str:
         """The served model id, which MLX-Textgen requires in each request."""
         if self.spec.request_model:
-            return self.spec.request_model
+            return self._fill(self.spec.request_model)
         try:
             data = client.get(self.base_url + "/v1/models").json()
             return str(data["data"][0]["id"])

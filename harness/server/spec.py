@@ -1,6 +1,7 @@
-"""How to start (or reach) a server: ``ServerSpec``, and the built-in specs for the legacy stand-in,
-MLX-Textgen and mlx-lm's own server. Adding a server means adding a spec here (or declaring one in
-harness.toml, see ``harness.run.config``)."""
+"""How to start (or reach) a server: ``ServerSpec``, and the built-in specs for the legacy stand-in
+and MLX-Textgen, which run on the harness's own interpreter. Today's servers, each in its own
+environment, are the catalogue (``servers/catalogue/``, ``harness.server.catalogue``); any other
+command line can be declared in harness.toml (``harness.run.config``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from harness.core.errors import ConfigError
+from harness.server.environments import EnvironmentSpec
 
 # Protocols a server may speak (ServerSpec.protocols) and their usual paths.
 OPENAI, ANTHROPIC = "openai", "anthropic"
@@ -17,9 +19,11 @@ ANTHROPIC_MESSAGES_PATH = "/v1/messages"
 
 @dataclass
 class ServerSpec:
-    """How to start (or reach) one server. Command items are templates: {python} {model} {port}
-    {host} {home} {programs} {api_key} are filled in ({programs}: the folder of the
-    built-in server programs); the command is an argument list, never a shell string."""
+    """How to start (or reach) one server. Command items are templates: {python} {bin} {model}
+    {port} {host} {home} {programs} {api_key} are filled in ({python}: the server's interpreter, that
+    of its own environment when it has one; {bin}: that interpreter's folder, where its console
+    scripts are; {programs}: the folder of the server programs, servers/); the command is an
+    argument list, never a shell string."""
 
     name: str
     label: str
@@ -60,6 +64,16 @@ class ServerSpec:
     # The protocols the server speaks and the path of each: "openai" (chat completions) and, where
     # served, "anthropic" (the Messages API).
     protocols: dict[str, str] = field(default_factory=lambda: {OPENAI: OPENAI_CHAT_PATH})
+    # A server with its own environment (harness.server.environments): what to install; None runs on
+    # the harness's own interpreter. ``release``: the version asked for (``name@version``).
+    environment: EnvironmentSpec | None = None
+    release: str | None = None
+    # The catalogue entry it came from, its kind of prompt cache (disk, in-memory prefix, paged, none).
+    catalogue_name: str | None = None
+    cache_kind: str | None = None
+    # Arguments the server needs to parse a tool-call dialect ("hermes": [...]), added when the model
+    # speaks that dialect; a dialect not listed is found by the server itself.
+    dialect_args: dict[str, list[str]] = field(default_factory=dict)
 
     def protocol_path(self, protocol: str) -> str | None:
         """The path that serves ``protocol``, or None when the server does not speak it."""
@@ -167,39 +181,9 @@ def mlx_textgen_spec(extra_args: list[str] | None = None) -> ServerSpec:
     )
 
 
-def mlx_lm_spec() -> ServerSpec:
-    """mlx-lm's own server: in-memory prompt cache only (lost on restart)."""
-    return ServerSpec(
-        name="mlx-lm",
-        label="mlx_lm.server",
-        # DEBUG logging is the only place this version says whether it reused its prompt cache.
-        command=[
-            "{python}",
-            "-m",
-            "mlx_lm.server",
-            "--model",
-            "{model}",
-            "--port",
-            "{port}",
-            "--host",
-            "{host}",
-            "--log-level",
-            "DEBUG",
-        ],
-        ready_path="/v1/models",
-        cache_dirs=[],
-        reuse_pattern=r"(?:Cache is prefix of prompt \(cache_len: |Common prefix \()(\d+)",
-        miss_pattern=r"\*\*\* Resetting cache\.",
-        # Any other name is looked up as a repository (or a folder under the server's working dir).
-        request_model="default_model",
-        packages=["mlx-lm", "mlx"],
-    )
-
-
 # Each takes its own optional settings (quirks, extra arguments), hence the loose signature.
 BUILTIN_SERVERS: dict[str, Callable[..., ServerSpec]] = {
     "legacy": legacy_spec,
     LIKE_FOR_LIKE_SERVER: legacy_capped_spec,
     "mlx-textgen": mlx_textgen_spec,
-    "mlx-lm": mlx_lm_spec,
 }

@@ -219,7 +219,7 @@ def test_rows_default_to_session_zero_and_no_size():
 
 def test_log_lines_of_a_batch_are_counted_once_even_when_the_server_logs_them_twice():
     from harness.run.concurrent import count_log_lines
-    from harness.server.spec import mlx_lm_spec, mlx_textgen_spec
+    from harness.server.spec import legacy_spec, mlx_textgen_spec
 
     textgen = mlx_textgen_spec()
     log = "\n".join(
@@ -237,9 +237,9 @@ def test_log_lines_of_a_batch_are_counted_once_even_when_the_server_logs_them_tw
     assert count_log_lines(textgen.reuse_pattern, log) == 2
     assert count_log_lines(textgen.miss_pattern, log) == 1
     assert count_log_lines(None, log) is None and count_log_lines(textgen.reuse_pattern, "") is None
-    mlx_lm = mlx_lm_spec()
-    debug = (
-        "DEBUG:root:*** Resetting cache. ***\n"
-        "DEBUG:root:*** Cache is prefix of prompt (cache_len: 129, prompt_len: 232)"
+    legacy = legacy_spec()
+    lines = "processing full prompt of 129 tokens\nresponse cache hit\nprocessing full prompt of 232 tokens"
+    assert (
+        count_log_lines(legacy.miss_pattern, lines) == 2
+        and count_log_lines(legacy.served_from_cache_pattern, lines) == 1
     )
-    assert count_log_lines(mlx_lm.reuse_pattern, debug) == 1 and count_log_lines(mlx_lm.miss_pattern, debug) == 1
