@@ -176,6 +176,7 @@ class ClaimSet:
     source: str
     claims: list[Claim]
     skipped: list[Skipped]
+    text: str = ""  # the markdown, read again once the run's server names are known
 
 
 @dataclass
@@ -286,8 +287,15 @@ def _sides(text: str) -> tuple[str, str] | None:
     return None
 
 
+_REPLACED = re.compile(r"\breplac(?:ed|ing)\s+(.+?)\s+(?:with|by)\s+(.+)$", re.I)
+
+
 def _pair(text: str) -> tuple[str, str, str] | None:
-    """(X, Y, connecting words) of "X vs Y", "X instead of Y", ..., else None."""
+    """(X, Y, connecting words) of "X vs Y", "X instead of Y", ..., else None; "replaced Y with X"
+    gives (X, Y, "replaced y with x")."""
+    replaced = _REPLACED.search(text)
+    if replaced:
+        return replaced.group(2).strip(), replaced.group(1).strip(), "replaced y with x"
     match = VERSUS.search(text)
     if match is None:
         return None
@@ -382,4 +390,4 @@ def parse_claims(text: str, source: str = "README", is_label: Callable[[str], bo
                 skipped.append(found)
     claims.sort(key=lambda c: c.line)
     skipped.sort(key=lambda s: s.line)
-    return ClaimSet(source, claims, skipped)
+    return ClaimSet(source, claims, skipped, text)
