@@ -161,7 +161,8 @@ def _direction(claim: Claim, names: Names) -> Attribution:
     assert claim.pair is not None
     left, right, connector = claim.pair
     if connector in _NEW_FIRST:
-        return Attribution(BOTH, f"the comparison's direction ('X {connector} Y': X is the new server's)", right, left)
+        shape = "replaced Y with X" if connector == "replaced y with x" else f"X {connector} Y"
+        return Attribution(BOTH, f"the comparison's direction ('{shape}': X is the new server's)", right, left)
     left_side, _ = names.side_of(left)
     right_side, _ = names.side_of(right)
     if left_side in (OLD, NEW) and right_side != left_side:

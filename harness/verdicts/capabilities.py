@@ -37,6 +37,7 @@ class Finding:
     works: bool | None
     measured: str  # e.g. "mlx-textgen: 2 of 20 tool-call requests failed"
     detail: str  # which checks failed where, and where it passed
+    unmeasured: tuple[str, ...] = ()  # tool-call dialects the claim names that no row measured
 
 
 RUN_WITH = {
@@ -159,8 +160,11 @@ def judge(kind: str, server: str, summary: Summary, meta: dict[str, Any], dialec
     if kind == "tool_calling":
         of = {s: dialect_of(s, None, meta) for s in live["scenario"].unique()}
         rows = live[[of.get(s) is not None and (not dialects or of[s] in dialects) for s in live["scenario"]]]
-        named = "/".join(dialects) + " " if dialects else ""
-        return _failures(server, rows, kind, f"{named}tool-call", of)
+        played = {of[s] for s in rows["scenario"].unique()}
+        named = "/".join(d for d in dialects if d in played) + " " if dialects else ""
+        found = _failures(server, rows, kind, f"{named}tool-call", of)
+        found.unmeasured = tuple(d for d in dialects if d not in played)
+        return found
     if kind == "streaming":
         return _failures(server, live[live["stream"] == True], kind, "streamed", {})  # noqa: E712
     if kind == "structured_output":

@@ -41,7 +41,7 @@ RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(tok(?:ens)?/s|tokens per second|t/s)\b", 
 NEGATIVE = re.compile(
     r"❌|✗|\b(broken|none|no|not|never|nothing|missing|fails?|failed|disabled|doesn't|didn't)\b", re.I
 )
-POSITIVE = re.compile(r"✅|✓|✔|\b(working|works|work|yes|enabled|reused?|reuses|ok|hits?)\b", re.I)
+POSITIVE = re.compile(r"✅|✓|✔|\b(working|works|worked|work|yes|enabled|reused?|reuses|ok|hits?)\b", re.I)
 ARROW = re.compile(r"\s*(?:->|→|=>|⇒|⟶)\s*")
 FROM_TO = re.compile(r"\bfrom\s+(.+?)\s+to\s+(.+)$", re.I)
 # Two sides whose direction is read from the words around them (harness.verdicts.attribution).
@@ -343,8 +343,11 @@ def _free_claim(
         if pair and subject == body:
             subject = pair[0]
     topic = classify(subject if subject != body else clean, speaks_of_time(clean))
+    if topic.kind is None and subject != body:  # "It works: the cache is reused"
+        topic = classify(clean, speaks_of_time(clean))
     if not sides and topic.kind in ("cache_reuse", "cache_files"):
-        new = cache_window(body) or body  # what is said of the cache, not of the rest of the sentence
+        # What is said of the cache, not of the rest of the sentence
+        new = cache_window(body) or cache_window(clean) or body
     comparison = bool(factor or sides or pair or (topic.kind == "cache_reuse" and sentiment(new) is not None))
     absolute = topic.kind not in (None, "uncertain") and figure
     if not comparison and not absolute and topic.kind != "cache_files" and topic.kind not in CAPABILITIES:
@@ -354,6 +357,15 @@ def _free_claim(
         source, number, form, text.strip(), subject, old=old, new=new, factor=factor, pair=pair, context=context,
         label=label,
     )  # fmt: skip
+
+
+_CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while)\s+")
+
+
+def _clauses(sentence: str) -> list[str]:
+    """A sentence's clauses ("A; B", "A, and B"): each is a claim of its own when more than one is."""
+    parts = [p.strip() for p in _CLAUSE.split(sentence) if p.strip()]
+    return parts if len(parts) > 1 else []
 
 
 def parse_claims(text: str, source: str = "README", is_label: Callable[[str], bool] | None = None) -> ClaimSet:
@@ -383,8 +395,15 @@ def parse_claims(text: str, source: str = "README", is_label: Callable[[str], bo
         for piece in SENTENCE_END.split(passage.text):
             at = passage.text.index(piece, offset)
             offset = at + len(piece)
-            found = _free_claim(source, passage.line_at(at), passage.form, piece, passage.context, label_test)
-            if isinstance(found, Claim):
+            number = passage.line_at(at)
+            found = _free_claim(source, number, passage.form, piece, passage.context, label_test)
+            clauses = [
+                _free_claim(source, number, passage.form, c, passage.context, label_test) for c in _clauses(piece)
+            ]
+            if sum(isinstance(c, Claim) for c in clauses) > 1:  # "90x faster, and it has tool calling"
+                claims += [c for c in clauses if isinstance(c, Claim)]
+                skipped += [c for c in clauses if isinstance(c, Skipped)]
+            elif isinstance(found, Claim):
                 claims.append(found)
             elif isinstance(found, Skipped):
                 skipped.append(found)

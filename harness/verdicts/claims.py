@@ -367,7 +367,8 @@ def _capability_claim(
         if server is None or server not in summary.servers:
             return "–", NOT_COMPARABLE, f"the run has no rows for the {side} server"
         found = judge(kind, server, summary, meta, named)
-        measured.append(found.measured)
+        if found.rows:
+            measured.append(found.measured)
         claim_words = f"{server} claimed {what} {'working' if claimed else 'broken or missing'}"
         if not found.rows:
             verdicts.append(NOT_MEASURED)
@@ -379,6 +380,11 @@ def _capability_claim(
         else:
             verdicts.append(CONFIRMED if found.works == claimed else REFUTED)
             reasons.append(f"{claim_words}: {found.detail}")
+        if found.rows and found.unmeasured:
+            reasons.append(
+                f"{', '.join(found.unmeasured)} not measured on {server}: run with --scenarios "
+                + run_with(kind, list(found.unmeasured))
+            )
     if not verdicts:
         return "–", NOT_COMPARABLE, f"the claim says {what} neither works nor is broken"
     if len(sides) == 1:  # the other server's figure, for scale

@@ -20,8 +20,9 @@ TABLE, BULLET, SENTENCE = "table", "bullet", "sentence"
 
 @dataclass
 class Context:
-    """Where a passage sits: headings outermost first, and the labels of the lists it is nested in
-    (each parent item's text, or the paragraph just before the list), outermost first."""
+    """Where a passage sits: the headings above it outermost first (the title, a level-1 heading,
+    left out), and the labels of the lists it is nested in (each parent item's text, or the
+    paragraph just before the list), outermost first."""
 
     headings: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -101,9 +102,13 @@ def read_markdown(text: str, has_figure: Callable[[str], bool]) -> Reading:
     row: list[str] = []
     row_line, in_head = 0, False
 
+    def titled(above: list[tuple[int, str]]) -> list[str]:
+        # A level-1 heading is the document's title: it frames everything below, both servers too.
+        return [h for level, h in above if level > 1]
+
     def context(own_item: bool) -> Context:
         frames = stack[:-1] if own_item else stack
-        return Context([h for _level, h in headings], [f[1] for f in frames if f[1]])
+        return Context(titled(headings), [f[1] for f in frames if f[1]])
 
     def add_code(start: int, body: str, where: str) -> None:
         for k, raw in enumerate(body.splitlines()):
@@ -117,7 +122,7 @@ def read_markdown(text: str, has_figure: Callable[[str], bool]) -> Reading:
             inline = tokens[i + 1]
             words, lines = _render_inline(inline, first)
             above = [(lv, h) for lv, h in headings if lv < int(token.tag[1])]
-            passages.append(Passage(SENTENCE, words, lines, Context([h for _lv, h in above], [])))
+            passages.append(Passage(SENTENCE, words, lines, Context(titled(above), [])))
             headings = [*above, (int(token.tag[1]), words)]
         elif kind in ("bullet_list_open", "ordered_list_open"):
             stack.append(["list", _lead_in(tokens, i)])
