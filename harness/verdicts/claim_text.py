@@ -1,6 +1,7 @@
 """Finding claims in a markdown file, whatever their form, and reading what each one is about.
 
-Three forms are read, outside fenced code blocks:
+The markdown is read through markdown-it-py (``harness.verdicts.markdown_text``): three forms are
+read, outside code blocks and HTML comments, each with the headings and list labels it sits under:
 
 - **pipe tables** with at least three columns (Metric | old server | new server | Improvement): each
   row that names a metric is a claim; the columns are matched to the run's servers later
@@ -9,10 +10,12 @@ Three forms are read, outside fenced code blocks:
 - **sentences** in paragraphs and headings ("first request ~50 s -> ~3 s", "90x faster follow-ups").
 
 A bullet or sentence is claim-like when it carries a figure (a factor, a time, a size), an arrow
-between two values, or says a cache works or is broken. It becomes a claim when it has a comparison
-in it: a factor, two values (``->``, ``→``, ``from X to Y``, ``X vs Y``), a working/broken
-statement, or a metric with one absolute value; any other claim-like line is skipped, with the
-reason.
+between two values, says a cache works or is broken, or names a capability (tool calling and its
+dialects, streaming, structured output, multi-slot cache management, surviving a restart). It
+becomes a claim when it has a comparison in it: a factor, two values (``->``, ``→``, ``from X to
+Y``; ``X vs Y``, ``X instead of Y``, whose direction ``harness.verdicts.attribution`` reads), a
+working/broken statement, a capability, or a metric with one absolute value; any other claim-like
+line is skipped, with the reason.
 
 What a claim is about (``classify``) is read from its whole wording, on three questions: which
 requests (the first one, follow-ups, the first after a restart), which time (time to first token, or
@@ -24,11 +27,11 @@ is "not comparable" with that reason, never a figure of another metric.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-TABLE, BULLET, SENTENCE = "table", "bullet", "sentence"
+from harness.verdicts.markdown_text import TABLE, Context, read_markdown
 
-SEPARATOR = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 RATIO = re.compile(
     r"(\d+(?:\.\d+)?)\s*[x×]\s*(faster|quicker|slower|higher|lower|more|less|better|worse)?(?![a-z])", re.I
 )
@@ -38,11 +41,13 @@ RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(tok(?:ens)?/s|tokens per second|t/s)\b", 
 NEGATIVE = re.compile(
     r"❌|✗|\b(broken|none|no|not|never|nothing|missing|fails?|failed|disabled|doesn't|didn't)\b", re.I
 )
-POSITIVE = re.compile(r"✅|✓|✔|\b(working|works|work|yes|enabled|reused?|reuses|ok|hits?)\b", re.I)
+POSITIVE = re.compile(r"✅|✓|✔|\b(working|works|worked|work|yes|enabled|reused?|reuses|ok|hits?)\b", re.I)
 ARROW = re.compile(r"\s*(?:->|→|=>|⇒|⟶)\s*")
 FROM_TO = re.compile(r"\bfrom\s+(.+?)\s+to\s+(.+)$", re.I)
-VERSUS = re.compile(r"\s+(?:vs\.?|versus)\s+", re.I)
-BULLET_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+# Two sides whose direction is read from the words around them (harness.verdicts.attribution).
+VERSUS = re.compile(
+    r"\s+(?:vs\.?|versus|instead of|rather than|compared (?:to|with)|in place of|replacing|replaces)\s+", re.I
+)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(*_`])")
 
 # Which requests
@@ -67,6 +72,71 @@ _PROMPT = re.compile(r"prompt[- ]processing|prefill|prompt (?:speed|rate|through
 _FILES = re.compile(r"cache[- ]files?|files?\b|on[- ]disk|disk[- ]cache|\bdisk\b|safetensors|cache size|persist", re.I)
 _CACHE = re.compile(r"\bcache|\bcaching|\bkv\b", re.I)
 
+# Capabilities, judged from the run's behaviour rows (harness.verdicts.capabilities); the first that
+# matches wins, so "tool calls streamed" is a tool-calling claim.
+CAPABILITIES: dict[str, re.Pattern[str]] = {
+    "tool_calling": re.compile(
+        r"tool[- ]?call(?:s|ing)?\b|function[- ]call(?:s|ing)?\b|\btool use\b|\btools? support|"
+        r"\bhermes\b|\bqwen[- ]?(?:3[- ]?)?(?:coder[- ]?)?xml\b|\bharmony\b",
+        re.I,
+    ),
+    "structured_output": re.compile(
+        r"structured (?:output|generation)|\bjson mode\b|response_format|json[- ]schema|"
+        r"constrained (?:decoding|generation)",
+        re.I,
+    ),
+    "multi_slot_cache": re.compile(
+        r"multi[- ]?slot|\b(?:several|multiple|many) (?:prompt |kv )?caches\b|(?:prompt |kv )?cache slots?\b|"
+        r"(?:automatic|auto|smart) (?:prompt |kv )?cache(?: management)?|cache management|\bLRU\b|\bevict",
+        re.I,
+    ),
+    "restart_survival": re.compile(
+        r"\brestarts?\b|\breboots?\b|\bsurviv|persist(?:s|ent|ed)? across|across (?:server )?restarts", re.I
+    ),
+    "streaming": re.compile(
+        r"\bstreaming\b|\bSSE\b|server-sent events|\bstream(?:ed|s)? (?:responses|output|answers|tokens|completions)",
+        re.I,
+    ),
+}
+CAPABILITY_NAMES = {
+    "tool_calling": "tool calling",
+    "structured_output": "structured output",
+    "multi_slot_cache": "multi-slot cache management",
+    "restart_survival": "a cache that survives a restart",
+    "streaming": "streaming",
+}
+# The tool-call dialects of harness.models.dialects, as a write-up names them.
+DIALECT_WORDS = {
+    "hermes": re.compile(r"\bhermes\b", re.I),
+    "qwen-xml": re.compile(r"\bqwen[- ]?(?:3[- ]?)?(?:coder[- ]?)?xml\b|\bxml tool", re.I),
+    "harmony": re.compile(r"\bharmony\b|\bgpt-oss\b", re.I),
+}
+
+
+def capability(text: str) -> str | None:
+    """The capability ``text`` speaks of (a key of CAPABILITIES), or None."""
+    clean = plain(text)
+    return next((name for name, pattern in CAPABILITIES.items() if pattern.search(clean)), None)
+
+
+def dialects(text: str) -> list[str]:
+    """The tool-call dialects ``text`` names ("Hermes and Qwen XML" -> ["hermes", "qwen-xml"])."""
+    clean = plain(text)
+    return [name for name, pattern in DIALECT_WORDS.items() if pattern.search(clean)]
+
+
+def capability_claimed(text: str, kind: str, window: int = 40) -> bool | None:
+    """Whether ``text`` says the capability ``kind`` works (True: named or said to work, as in
+    "native tool calling") or not (False: "no streaming", "tool calling broken"), read near its
+    name; None when ``text`` does not name it and says neither."""
+    clean = plain(text)
+    match = CAPABILITIES[kind].search(clean)
+    if match is None:
+        return sentiment(clean)
+    words = clean[max(0, match.start() - window) : match.end() + window]
+    return sentiment(words) is not False
+
+
 LATENCY_KINDS = {
     ("first", "total"): "speedup_first",
     ("follow-up", "total"): "speedup_follow_up",
@@ -88,6 +158,10 @@ class Claim:
     factor: str = ""  # the improvement cell or the text holding a factor
     header: list[str] = field(default_factory=list)  # table claims: the header...
     cells: list[str] = field(default_factory=list)  # ...and the row, matched to servers later
+    # "X vs Y", "X instead of Y": (X, Y, the connecting words); which side is whose is attributed later
+    pair: tuple[str, str, str] | None = None
+    context: Context = field(default_factory=Context)  # the headings and list labels it sits under
+    label: str = ""  # a leading "Old:" / "MLX-Textgen:" taken off the text, said of the whole claim
 
 
 @dataclass
@@ -102,6 +176,7 @@ class ClaimSet:
     source: str
     claims: list[Claim]
     skipped: list[Skipped]
+    text: str = ""  # the markdown, read again once the run's server names are known
 
 
 @dataclass
@@ -115,13 +190,6 @@ class Topic:
 
 def plain(text: str) -> str:
     return re.sub(r"(\*\*|__|`)", "", text).strip()
-
-
-def cells(line: str) -> list[str]:
-    body = line.strip()
-    body = body[1:] if body.startswith("|") else body
-    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", body)]
 
 
 _SPEED_RATIO = re.compile(r"\d\s*[x×]\s*(?:faster|slower|quicker|speed-?up)", re.I)
@@ -167,6 +235,9 @@ def classify(wording: str, has_time_figure: bool) -> Topic:
     """What a claim worded ``wording`` is about (see the module docstring); ``has_time_figure``: the
     claim gives a time or a factor of speed (``speaks_of_time``)."""
     text = plain(wording)
+    found = None if has_time_figure else capability(text)
+    if found:
+        return Topic(found)
     ttft = bool(_TTFT.search(text))
     rest = _TTFT.sub(" ", text)
     phases = [
@@ -206,17 +277,29 @@ def classify(wording: str, has_time_figure: bool) -> Topic:
 
 
 def _sides(text: str) -> tuple[str, str] | None:
-    """(old, new) of "X -> Y", "from X to Y" or "X vs Y", else None."""
+    """(old, new) of "X -> Y" or "from X to Y", else None."""
     parts = ARROW.split(text, maxsplit=1)
     if len(parts) == 2:
         return parts[0], parts[1]
     match = FROM_TO.search(text)
     if match:
         return match.group(1), match.group(2)
-    parts = VERSUS.split(text, maxsplit=1)
-    if len(parts) == 2:
-        return parts[0], parts[1]
     return None
+
+
+_REPLACED = re.compile(r"\breplac(?:ed|ing)\s+(.+?)\s+(?:with|by)\s+(.+)$", re.I)
+
+
+def _pair(text: str) -> tuple[str, str, str] | None:
+    """(X, Y, connecting words) of "X vs Y", "X instead of Y", ..., else None; "replaced Y with X"
+    gives (X, Y, "replaced y with x")."""
+    replaced = _REPLACED.search(text)
+    if replaced:
+        return replaced.group(2).strip(), replaced.group(1).strip(), "replaced y with x"
+    match = VERSUS.search(text)
+    if match is None:
+        return None
+    return text[: match.start()].strip(), text[match.end() :].strip(), match.group(0).strip().lower()
 
 
 def _subject_and_body(text: str) -> tuple[str, str]:
@@ -227,18 +310,29 @@ def _subject_and_body(text: str) -> tuple[str, str]:
     return text, text
 
 
-def _free_claim(source: str, number: int, form: str, text: str) -> Claim | Skipped | None:
-    """A bullet or sentence as a claim, a skipped line, or None when it is not claim-like."""
+def _free_claim(
+    source: str, number: int, form: str, text: str, context: Context, is_label: Callable[[str], bool]
+) -> Claim | Skipped | None:
+    """A bullet or sentence as a claim, a skipped line, or None when it is not claim-like.
+    ``is_label`` tells a leading "Old:" (a label of the claim) from a metric's name."""
     clean = plain(text)
+    label = ""
+    lead, rest = _subject_and_body(clean)
+    if rest != clean and is_label(lead):
+        label, clean = lead, rest
     figure = has_figure(clean)
     cache_statement = cache_sentiment(clean) is not None
     # An arrow is a before/after in itself; "from X to Y" and "X vs Y" only with a figure on a side.
     arrow = len(ARROW.split(clean, maxsplit=1)) == 2
     sides = _sides(clean)
-    if not (figure or cache_statement or arrow or (sides and (has_figure(sides[0]) or has_figure(sides[1])))):
+    pair = _pair(clean)
+    two = sides or (pair[:2] if pair else None)
+    named = capability(clean) if not speaks_of_time(clean) else None
+    if not (figure or cache_statement or arrow or named or (two and (has_figure(two[0]) or has_figure(two[1])))):
         return None
     subject, body = _subject_and_body(clean)
     sides = _sides(body)
+    pair = None if sides else _pair(body)
     factor = body if RATIO.search(body) else ""
     if sides:
         old, new = sides
@@ -246,129 +340,73 @@ def _free_claim(source: str, number: int, form: str, text: str) -> Claim | Skipp
             subject = body[: body.rfind(new)].strip() or old
     else:
         old, new = "", body
+        if pair and subject == body:
+            subject = pair[0]
     topic = classify(subject if subject != body else clean, speaks_of_time(clean))
+    if topic.kind is None and subject != body:  # "It works: the cache is reused"
+        topic = classify(clean, speaks_of_time(clean))
     if not sides and topic.kind in ("cache_reuse", "cache_files"):
-        new = cache_window(body) or body  # what is said of the cache, not of the rest of the sentence
-    comparison = bool(factor or sides or (topic.kind == "cache_reuse" and sentiment(new) is not None))
+        # What is said of the cache, not of the rest of the sentence
+        new = cache_window(body) or cache_window(clean) or body
+    comparison = bool(factor or sides or pair or (topic.kind == "cache_reuse" and sentiment(new) is not None))
     absolute = topic.kind not in (None, "uncertain") and figure
-    if not comparison and not absolute and topic.kind != "cache_files":
+    if not comparison and not absolute and topic.kind != "cache_files" and topic.kind not in CAPABILITIES:
         return Skipped(number, text.strip(), "a figure with no comparison in it: no factor, no before/after, "
                        "no metric it belongs to")  # fmt: skip
-    return Claim(source, number, form, text.strip(), subject, old=old, new=new, factor=factor)
+    return Claim(
+        source, number, form, text.strip(), subject, old=old, new=new, factor=factor, pair=pair, context=context,
+        label=label,
+    )  # fmt: skip
 
 
-def _tables(lines: list[str]) -> tuple[list[tuple[int, list[str], list[tuple[int, list[str]]]]], set[int]]:
-    """Pipe tables outside code fences: (header line, header, [(line, row)]), and the lines they use."""
-    tables: list[tuple[int, list[str], list[tuple[int, list[str]]]]] = []
-    used: set[int] = set()
-    fence, i = None, 0
-    while i < len(lines):
-        stripped = lines[i].strip()
-        marker = stripped[:3]
-        if marker in ("```", "~~~"):
-            fence = None if fence == marker else (fence or marker)
-        elif (
-            fence is None
-            and "|" in stripped
-            and i + 1 < len(lines)
-            and SEPARATOR.match(lines[i + 1].strip())
-            and not lines[i].startswith("    ")
-        ):
-            header, rows, j = cells(stripped), [], i + 2
-            while j < len(lines) and lines[j].strip().startswith("|"):
-                rows.append((j + 1, cells(lines[j])))
-                j += 1
-            tables.append((i + 1, header, rows))
-            used.update(range(i, j))
-            i = j
-            continue
-        i += 1
-    return tables, used
+_CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while)\s+")
 
 
-def _blocks(lines: list[str], used: set[int], skipped: list[Skipped]) -> list[tuple[list[tuple[int, int]], str, str]]:
-    """([(line number, offset in the text)], BULLET or SENTENCE, text) of each bullet item and each
-    paragraph or heading, their wrapped lines joined with spaces; code (fenced or indented) is left
-    out, a figure in it noted as skipped. HTML comments are not text."""
-    blocks: list[tuple[list[tuple[int, int]], str, str]] = []
-    fence: str | None = None
-    current: list[str] = []
-    numbers: list[int] = []
-    form = SENTENCE
-
-    def close() -> None:
-        nonlocal current, numbers
-        if current:
-            starts, at = [], 0
-            for number, piece in zip(numbers, current, strict=True):
-                starts.append((number, at))
-                at += len(piece) + 1
-            blocks.append((starts, form, " ".join(current)))
-        current, numbers = [], []
-
-    for index, raw in enumerate(lines):
-        number = index + 1
-        line = re.sub(r"<!--.*?-->", "", raw)
-        stripped = line.strip()
-        if stripped[:3] in ("```", "~~~"):
-            close()
-            fence = None if fence == stripped[:3] else (fence or stripped[:3])
-            continue
-        if index in used or not stripped:
-            close()
-            continue
-        if fence is not None or (line.startswith("    ") and not current):
-            if has_figure(stripped):
-                skipped.append(Skipped(number, stripped, "inside a code block"))
-            continue
-        if BULLET_MARK.match(line):
-            close()
-            form, current, numbers = BULLET, [BULLET_MARK.sub("", line).strip()], [number]
-        elif stripped.startswith("#"):
-            close()
-            form, current, numbers = SENTENCE, [stripped], [number]
-            close()
-        elif current and (form == SENTENCE or line.startswith("  ")):
-            current.append(stripped)  # a wrapped line of the paragraph or bullet
-            numbers.append(number)
-        else:
-            close()
-            form, current, numbers = SENTENCE, [stripped], [number]
-    close()
-    return blocks
+def _clauses(sentence: str) -> list[str]:
+    """A sentence's clauses ("A; B", "A, and B"): each is a claim of its own when more than one is."""
+    parts = [p.strip() for p in _CLAUSE.split(sentence) if p.strip()]
+    return parts if len(parts) > 1 else []
 
 
-def parse_claims(text: str, source: str = "README") -> ClaimSet:
-    """Every claim of a markdown text, and the claim-like lines skipped (see the module docstring)."""
-    lines = text.splitlines()
-    tables, used = _tables(lines)
+def parse_claims(text: str, source: str = "README", is_label: Callable[[str], bool] | None = None) -> ClaimSet:
+    """Every claim of a markdown text, and the claim-like lines skipped (see the module docstring).
+    ``is_label``: whether the words before a colon name a server rather than a metric ("Old:")."""
+    label_test = is_label or (lambda _words: False)
+    reading = read_markdown(text, has_figure)
     claims: list[Claim] = []
-    skipped: list[Skipped] = []
-    for _line, header, rows in tables:
-        if len(header) < 3:
-            for number, row in rows:
+    skipped = [Skipped(number, line, f"inside {where}") for number, line, where in reading.code]
+    for passage in reading.passages:
+        if passage.form == TABLE:
+            header, row = passage.header, passage.cells
+            if len(header) < 3:
                 if any(has_figure(c) for c in row):
-                    skipped.append(Skipped(number, " | ".join(row), "a table of fewer than three columns: no "
+                    skipped.append(Skipped(passage.line, passage.text, "a table of fewer than three columns: no "
                                            "old server, new server and claim to read"))  # fmt: skip
-            continue
-        for number, row in rows:
+                continue
             row = row + [""] * (len(header) - len(row))
             if not plain(row[0]):
-                skipped.append(Skipped(number, " | ".join(row), "a table row that names no metric"))
+                skipped.append(Skipped(passage.line, " | ".join(row), "a table row that names no metric"))
                 continue
-            claims.append(Claim(source, number, TABLE, " | ".join(row), plain(row[0]), header=header, cells=row))
-    for starts, form, block in _blocks(lines, used, skipped):
-        text = re.sub(r"^#+\s*|^>\s*", "", block)
-        offset = len(block) - len(text)
-        for piece in SENTENCE_END.split(text):
-            at = block.index(piece, offset)
+            subject = plain(row[0])
+            claims.append(Claim(source, passage.line, TABLE, " | ".join(row), subject, header=header, cells=row))
+            claims[-1].context = passage.context
+            continue
+        offset = 0
+        for piece in SENTENCE_END.split(passage.text):
+            at = passage.text.index(piece, offset)
             offset = at + len(piece)
-            number = max(line for line, start in starts if start <= at)  # the line the sentence starts on
-            found = _free_claim(source, number, form, piece)
-            if isinstance(found, Claim):
+            number = passage.line_at(at)
+            found = _free_claim(source, number, passage.form, piece, passage.context, label_test)
+            clauses = [
+                _free_claim(source, number, passage.form, c, passage.context, label_test) for c in _clauses(piece)
+            ]
+            if sum(isinstance(c, Claim) for c in clauses) > 1:  # "90x faster, and it has tool calling"
+                claims += [c for c in clauses if isinstance(c, Claim)]
+                skipped += [c for c in clauses if isinstance(c, Skipped)]
+            elif isinstance(found, Claim):
                 claims.append(found)
             elif isinstance(found, Skipped):
                 skipped.append(found)
     claims.sort(key=lambda c: c.line)
     skipped.sort(key=lambda s: s.line)
-    return ClaimSet(source, claims, skipped)
+    return ClaimSet(source, claims, skipped, text)

@@ -25,7 +25,11 @@ from typing import Any
 from harness.analysis.summary import ALL, RATIOS, Summary
 from harness.core.errors import ConfigError, read_user_file
 from harness.core.formatting import fmt_bytes, fmt_value, is_nan
+from harness.verdicts.attribution import BOTH, NEW, OLD, Attribution, Names, attribute
+from harness.verdicts.capabilities import judge, run_with
 from harness.verdicts.claim_text import (
+    CAPABILITIES,
+    CAPABILITY_NAMES,
     DURATION,
     RATIO,
     SIZE,
@@ -33,7 +37,9 @@ from harness.verdicts.claim_text import (
     Claim,
     ClaimSet,
     Skipped,
+    capability_claimed,
     classify,
+    dialects,
     parse_claims,
     plain,
     sentiment,
@@ -58,11 +64,13 @@ class ClaimVerdict:
     reason: str
     line: int = 0
     form: str = TABLE
+    about: str = ""  # whose claim it is, and what that rests on
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "line": self.line,
             "form": self.form,
+            "about": self.about,
             "metric": self.metric,
             "claimed": self.claimed,
             "measured": self.measured,
@@ -225,10 +233,13 @@ def _latency_claim(
     scenario: str | None,
     tolerance: float,
     how_factor: str = "the Improvement column",
+    turned: bool = False,
 ) -> tuple[str, str, str]:
     old_cell, new_cell, impr_cell = cells
     claimed = parse_ratio(impr_cell)
     how = how_factor
+    if claimed is not None and turned:
+        claimed, how = 1 / claimed, how + ", said of the old server and turned round"
     rate = RATIOS[kind][0].endswith("tok_s")
     old_s, new_s = (None, None) if rate else (parse_seconds(old_cell), parse_seconds(new_cell))
     if claimed is None and old_s and new_s:
@@ -341,16 +352,73 @@ def _cache_reuse_claim(
     return "; ".join(measured), CONFIRMED if all(checks) else REFUTED, "; ".join(reasons)
 
 
-def _sides(
-    claim: Claim, summary: Summary, meta: dict[str, Any], reference: str | None, server: str | None, columns: dict
-) -> tuple[tuple[str, str, str], str]:
-    """(old, new, factor) texts of a claim, and where its factor is read from."""
-    if claim.form != TABLE:
-        return (claim.old, claim.new, claim.factor), "the claim's text"
-    old_col, new_col, impr_col, mapped = map_columns(claim.header, summary, meta, reference, server)
-    columns.update(mapped)
-    cells = claim.cells
-    return (cells[old_col], cells[new_col], cells[impr_col] if impr_col is not None else ""), "the Improvement column"
+def _capability_claim(
+    kind: str, claim: Claim, sides: dict[str, str], summary: Summary, meta: dict[str, Any], servers: dict[str, str]
+) -> tuple[str, str, str]:
+    """A capability claim, judged on each server it is said of (``sides``: side -> what is said)."""
+    named = dialects(f"{claim.subject} {claim.text}") if kind == "tool_calling" else []
+    what = CAPABILITY_NAMES[kind] + (f" ({', '.join(named)})" if named else "")
+    verdicts, measured, reasons = [], [], []
+    for side, said in sides.items():
+        claimed = capability_claimed(said, kind)
+        server = servers.get(side)
+        if claimed is None or not said:
+            continue
+        if server is None or server not in summary.servers:
+            return "–", NOT_COMPARABLE, f"the run has no rows for the {side} server"
+        found = judge(kind, server, summary, meta, named)
+        if found.rows:
+            measured.append(found.measured)
+        claim_words = f"{server} claimed {what} {'working' if claimed else 'broken or missing'}"
+        if not found.rows:
+            verdicts.append(NOT_MEASURED)
+            reasons.append(f"{claim_words}: no request of this run measures it; run with --scenarios "
+                           f"{run_with(kind, named)}")  # fmt: skip
+        elif found.works is None:
+            verdicts.append(NOT_COMPARABLE)
+            reasons.append(f"{claim_words}: {found.detail}")
+        else:
+            verdicts.append(CONFIRMED if found.works == claimed else REFUTED)
+            reasons.append(f"{claim_words}: {found.detail}")
+        if found.rows and found.unmeasured:
+            reasons.append(
+                f"{', '.join(found.unmeasured)} not measured on {server}: run with --scenarios "
+                + run_with(kind, list(found.unmeasured))
+            )
+    if not verdicts:
+        return "–", NOT_COMPARABLE, f"the claim says {what} neither works nor is broken"
+    if len(sides) == 1:  # the other server's figure, for scale
+        other = servers.get(OLD if NEW in sides else NEW)
+        if other in summary.servers:
+            found = judge(kind, other, summary, meta, named)
+            if found.rows:
+                measured.append(f"for comparison {found.measured}")
+    verdict = next((v for v in (REFUTED, NOT_COMPARABLE, NOT_MEASURED) if v in verdicts), CONFIRMED)
+    return "; ".join(measured) or "–", verdict, "; ".join(reasons)
+
+
+def _names(
+    claims: ClaimSet, summary: Summary, meta: dict[str, Any], ref: str, new: str | None, server: str | None
+) -> Names:
+    """What stands for each server: run names and labels, the like-for-like aid (the old server's
+    copy) and the document's own table column headers."""
+    labels = {s: ((meta.get("servers") or {}).get(s) or {}).get("label") or s for s in summary.servers}
+    old = [ref, labels.get(ref, ref)] + ([summary.like_for_like] if summary.like_for_like else [])
+    fresh = [new, labels.get(new, new)] if new else []
+    for claim in claims.claims:
+        if claim.form == TABLE and len(claim.header) >= 3:
+            try:
+                old_col, new_col, _impr, _columns = map_columns(claim.header, summary, meta, ref, server)
+            except ConfigError:
+                continue
+            old.append(plain(claim.header[old_col]))
+            fresh.append(plain(claim.header[new_col]))
+    return Names([n for n in old if n], [n for n in fresh if n])
+
+
+def _about(attribution: Attribution, ref: str, new: str | None) -> str:
+    who = {OLD: ref, NEW: new or "(no new server)", BOTH: f"{ref} -> {new or '?'}"}.get(attribution.side or "")
+    return f"{who} ({attribution.basis})" if who else f"cannot tell ({attribution.basis})"
 
 
 def verify_claims(
@@ -373,34 +441,59 @@ def verify_claims(
     scenario = scenario or summary.headline
     if scenario is not None and summary.scenarios and scenario not in summary.scenarios:
         raise ConfigError(f"--scenario {scenario}: not in the run (scenarios: {', '.join(summary.scenarios)}).")
+    names = _names(claims, summary, meta, ref, new, server)
+    if claims.text:  # read again: a leading "MLX-Textgen:" is a label once the run's names are known
+        claims = parse_claims(claims.text, claims.source, names.is_label)
+    servers = {OLD: ref, NEW: new} if new else {OLD: ref}
     columns: dict[str, str] = {}
     verdicts = []
     for claim in claims.claims:
-        cells, how = _sides(claim, summary, meta, reference, server, columns)
-        old, new_text, factor = (plain(c) for c in cells)
+        attribution = attribute(claim, names)
         if claim.form == TABLE:
-            claimed = f"{old} -> {new_text}" + (f" ({factor})" if factor else "")
+            old_col, new_col, impr_col, mapped = map_columns(claim.header, summary, meta, reference, server)
+            columns.update(mapped)
+            cells = (claim.cells[old_col], claim.cells[new_col], claim.cells[impr_col] if impr_col is not None else "")
+            how = "the Improvement column"
         else:
-            claimed = plain(claim.text)
+            cells, how = (attribution.old, attribution.new, claim.factor), "the claim's text"
+        old, new_text, factor = (plain(c) for c in cells)
+        claimed = (
+            f"{old} -> {new_text}" + (f" ({factor})" if factor else "") if claim.form == TABLE else plain(claim.text)
+        )
         timed = any(speaks_of_time(c) for c in cells) or (claim.form != TABLE and speaks_of_time(claim.text))
         topic = classify(claim.subject, timed)
+        if topic.kind is None and claim.form != TABLE:
+            topic = classify(claim.text, timed)  # "Native tool calling" has no subject of its own
         kind = topic.kind
+        about = "by column" if claim.form == TABLE else _about(attribution, ref, new)
 
-        def add(measured: str, verdict: str, reason: str, claimed: str = claimed, claim: Claim = claim) -> None:
-            verdicts.append(ClaimVerdict(claim.subject, claimed, measured, verdict, reason, claim.line, claim.form))
+        def add(
+            measured: str, verdict: str, reason: str, claimed: str = claimed, claim: Claim = claim, about: str = about
+        ) -> None:
+            verdicts.append(
+                ClaimVerdict(claim.subject, claimed, measured, verdict, reason, claim.line, claim.form, about)
+            )
 
+        absolute = kind in RATIOS and not factor and not (old and new_text and claim.form != TABLE)
         if kind is None:
             add("–", NOT_MEASURED, f"the harness does not measure '{claim.subject}'; not guessed")
         elif kind == "uncertain":
             add("–", NOT_COMPARABLE, f"not mapped to a metric: {topic.why}; not guessed")
+        elif claim.form != TABLE and absolute:
+            add(*_absolute_claim(kind, claim.text, summary, [s for s in (ref, new) if s], scenario))
+        elif attribution.side is None:
+            add("–", NOT_COMPARABLE, f"cannot tell which server: {attribution.basis}; not guessed")
+        elif kind in CAPABILITIES:
+            sides = {side: said for side, said in ((OLD, cells[0]), (NEW, cells[1])) if said}
+            add(*_capability_claim(kind, claim, sides, summary, meta, servers))
         elif kind == "cache_files":
             add(*_cache_files_claim(cells, summary, ref, new))
         elif kind == "cache_reuse":
             add(*_cache_reuse_claim(cells, summary, ref, new))
-        elif claim.form != TABLE and not factor and not old:
-            add(*_absolute_claim(kind, claim.text, summary, [s for s in (ref, new) if s], scenario))
         else:
-            measured, verdict, reason = _latency_claim(kind, cells, summary, ref, new, scenario, tolerance, how)
+            measured, verdict, reason = _latency_claim(
+                kind, cells, summary, ref, new, scenario, tolerance, how, attribution.turned
+            )
             add(measured, verdict, reason + (f"; {topic.why}" if topic.why else ""))
     model = (meta.get("model") or {}).get("name") or "the run's model"
     fair = summary.headline_reference if ref == summary.reference else ref
@@ -437,11 +530,12 @@ def report_markdown(report: ClaimsReport) -> str:
         f"Rule: a claimed N x is confirmed when the measured ratio is >= N/{TOLERANCE:g} "
         "(see harness/verdicts/claims.py).",
         "",
-        "| Line | Claim | Claimed | Measured (this run) | Verdict | Reason |",
-        "|---|---|---|---|---|---|",
+        "| Line | Claim | About | Claimed | Measured (this run) | Verdict | Reason |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {v.line} | {cell(v.metric)} | {cell(v.claimed)} | {cell(v.measured)} | **{v.verdict}** | {cell(v.reason)} |"
+        f"| {v.line} | {cell(v.metric)} | {cell(v.about)} | {cell(v.claimed)} | {cell(v.measured)} "
+        f"| **{v.verdict}** | {cell(v.reason)} |"
         for v in report.verdicts
     ]
     counts = {k: sum(v.verdict == k for v in report.verdicts) for k in VERDICTS}
