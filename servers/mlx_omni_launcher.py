@@ -69,7 +69,7 @@ def apply_shims() -> list[str]:
                 def __call__(self, *args, **kwargs):
                     raise RuntimeError("text to speech is not available offline (stubbed by the harness launcher)")
 
-            misaki.en.G2P = OfflineG2P  # type: ignore[attr-defined,misc]
+            misaki.en.G2P = OfflineG2P
             applied.append("misaki G2P stubbed (its constructor downloads a spaCy model; offline here)")
     return applied
 
