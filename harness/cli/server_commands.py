@@ -49,10 +49,11 @@ def cmd_servers(args: argparse.Namespace) -> int:
             release for release in entry.verified if environments.existing(entry.environment(release)) is not None
         ]
         parser = entry.tool_parsers.get("hermes")
+        state = f"installed: {', '.join(installed)}" if installed else "not installed"
         table.add_row(
             entry.name,
             ", ".join(entry.verified),
-            f"installed: {', '.join(installed)}" if installed else "not installed",
+            state + ("; the model converted to GGUF once" if entry.model_format == "gguf" else ""),
             ", ".join(entry.protocols),
             entry.cache,
             parser.how if parser else "no parser",

@@ -12,6 +12,7 @@ none of the figures and are counted on a line of their own.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -123,6 +124,13 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         shims = meta.get("shims") or []
         if shims:
             notes.append(f"{label(run_meta, server)} runs with shims: " + "; ".join(map(str, shims)))
+        converted = [c for c in (meta.get("model_conversions") or {}).values() if c.get("gguf")]
+        if converted:
+            notes.append(
+                f"{label(run_meta, server)} loads GGUF: it ran on "
+                + ", ".join(f"{Path(c['source_model']).name} converted by {c.get('converter')}" for c in converted)
+                + " (a GGUF conversion of the same weights, not the same files)"
+            )
     other_model = (run_meta.get("scenario_models") or {}).get(scenario or "")
     main_path = (run_meta.get("model") or {}).get("path")
     if other_model and other_model.get("path") != main_path:

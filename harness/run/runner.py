@@ -42,8 +42,9 @@ from harness.scenario.definition import (
 )
 from harness.scenario.generated import describe, materialize_groups
 from harness.scenario.warmup import warmup_request
-from harness.server import cache_damage, environments
+from harness.server import cache_damage, environments, model_conversion
 from harness.server.environments import EnvironmentBuildError
+from harness.server.model_conversion import ModelConversionError
 from harness.server.process import ServerProcess
 from harness.server.spec import ServerSpec, with_capacity
 
@@ -92,6 +93,8 @@ class Runner:
         self.damage_references: dict[tuple[str, str, str, int], dict[str, ResultRow]] = {}
         # Servers' own environments, by server name, once created or found.
         self.environments: dict[str, environments.Environment] = {}
+        # Models converted for a server that loads another format (GGUF), by (server, model folder).
+        self.converted: dict[tuple[str, Path], model_conversion.ConvertedModel] = {}
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> Path:
@@ -205,8 +208,13 @@ class Runner:
     def _new_server(self, spec: ServerSpec, group: ModelGroup, home: Path, tag: str) -> ServerProcess:
         log = self.run_dir / "logs" / f"{spec.name}-{tag}.log"
         own = self.environments.get(spec.name)
+        converted = self.converted.get((spec.name, group.path))
         return ServerProcess(
-            spec, group.path, home=home, log_path=log, python=str(own.python) if own else sys.executable
+            spec,
+            converted.path if converted else group.path,
+            home=home,
+            log_path=log,
+            python=str(own.python) if own else sys.executable,
         )
 
     def _environment(self, spec: ServerSpec) -> None:
@@ -225,6 +233,28 @@ class Runner:
         self.environments[spec.name] = env
         entry["environment"] = env.record()
         entry["release"] = spec.release
+        self.meta.save()
+
+    def _converted_model(self, spec: ServerSpec, group: ModelGroup) -> None:
+        """Converts the group's model for a server that loads another format (once per model and
+        converter, cached), and records it in run.json; a failure raises ModelConversionError, which
+        fails this server only."""
+        if spec.conversion is None or spec.base_url or (spec.name, group.path) in self.converted:
+            return
+        assert self.meta is not None
+        own = self.environments.get(spec.name)
+        python = own.python if own else Path(sys.executable)
+        sources = own.path / "sources" if own else model_conversion.gguf_dir() / "sources"
+        converter = model_conversion.script_converter(spec.conversion, python, sources)
+        conversions = self.meta.server_entry(spec).setdefault("model_conversions", {})
+        try:
+            converted = model_conversion.ensure_gguf(group.path, spec.conversion, converter, say=self.say)
+        except ModelConversionError as exc:
+            conversions[group.path.name] = {"source_model": str(group.path), "error": str(exc)}
+            self.meta.save()
+            raise
+        self.converted[(spec.name, group.path)] = converted
+        conversions[group.path.name] = converted.record()
         self.meta.save()
 
     def _start(self, server: ServerProcess) -> ServerProcess:
@@ -258,10 +288,12 @@ class Runner:
         tokens = TokenCounter(group.path)
         try:
             self._environment(spec)
-        except EnvironmentBuildError as exc:
+            self._converted_model(spec, group)
+        except (EnvironmentBuildError, ModelConversionError) as exc:
             self.say(str(exc))
             assert self.meta is not None
-            self.meta.server_entry(spec)["notes"].append(f"environment failed: {str(exc).splitlines()[0]}")
+            what = "model conversion failed" if isinstance(exc, ModelConversionError) else "environment failed"
+            self.meta.server_entry(spec)["notes"].append(f"{what}: {str(exc).splitlines()[0]}")
             for scenario in group.scenarios:
                 for variant in scenario.play_modes():
                     self._write_failed_start(spec, scenario, variant, repeat, group, str(exc))

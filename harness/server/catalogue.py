@@ -15,14 +15,17 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.core.errors import ConfigError
 from harness.core.paths import server_programs_dir
 from harness.server.environments import EnvironmentSpec, InstallStep
+from harness.server.model_conversion import ConversionSpec
 from harness.server.spec import OPENAI, ServerSpec
 
 CACHE_KINDS = ("disk", "in-memory prefix", "paged", "none")
+# Model formats a server may load: "mlx" (the model folder as built), "gguf" (converted once, cached).
+MODEL_FORMATS = ("mlx", "gguf")
 
 
 def catalogue_dir() -> Path:
@@ -56,6 +59,20 @@ class ToolParser(BaseModel):
     how: str = ""
 
 
+class Conversion(BaseModel):
+    """How a model folder becomes the file a ``model_format = "gguf"`` server loads: ``script`` (a
+    path inside the source distribution of ``source``, ``{version}`` filled in) run by the server's
+    own Python with ``args``; ``pre_tokenizer`` names a BPE pre-tokenizer the converter does not
+    recognise by itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    script: str
+    args: list[str] = Field(default_factory=list)
+    pre_tokenizer: str | None = None
+
+
 class CatalogueEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -85,6 +102,8 @@ class CatalogueEntry(BaseModel):
     # What a launcher in servers/ patches for it to start here (listed by `harness servers`).
     shims: list[str] = Field(default_factory=list)
     capacity_args: list[str] = Field(default_factory=list)
+    model_format: str = "mlx"
+    conversion: Conversion | None = None
 
     @field_validator("cache")
     @classmethod
@@ -92,6 +111,19 @@ class CatalogueEntry(BaseModel):
         if value not in CACHE_KINDS:
             raise ValueError(f"must be one of {', '.join(CACHE_KINDS)}")
         return value
+
+    @field_validator("model_format")
+    @classmethod
+    def _known_model_format(cls, value: str) -> str:
+        if value not in MODEL_FORMATS:
+            raise ValueError(f"must be one of {', '.join(MODEL_FORMATS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _conversion_for_gguf(self) -> CatalogueEntry:
+        if self.model_format == "gguf" and self.conversion is None:
+            raise ValueError('model_format = "gguf" needs a [conversion] table (source, script)')
+        return self
 
     def environment(self, release: str) -> EnvironmentSpec:
         """The environment of ``release``: its own steps when it has them, else the template's."""
@@ -135,6 +167,13 @@ class CatalogueEntry(BaseModel):
         spec.dialect_args = {dialect: list(parser.args) for dialect, parser in self.tool_parsers.items()}
         if self.ready_timeout_s is not None:
             spec.ready_timeout_s = self.ready_timeout_s
+        if self.model_format == "gguf" and self.conversion is not None:
+            spec.conversion = ConversionSpec(
+                source=self.conversion.source.replace("{version}", release),
+                script=self.conversion.script,
+                args=tuple(self.conversion.args),
+                pre_tokenizer=self.conversion.pre_tokenizer,
+            )
         return spec
 
 

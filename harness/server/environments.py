@@ -172,7 +172,7 @@ def ensure(
         raise EnvironmentBuildError(f"unknown installer {installer!r}; use one of {', '.join(INSTALLERS)}.")
     root = root or environments_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{spec.folder_name()}.lock"):
+    with locked(root / f"{spec.folder_name()}.lock"):
         found = existing(spec, root)
         if found is not None:
             return found
@@ -193,7 +193,8 @@ def ensure(
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``path`` (created if missing): one builder of a cached thing at a time."""
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -224,6 +225,23 @@ def _build(spec: EnvironmentSpec, path: Path, installer: str) -> None:
 
 
 def _call(command: list[str], log: Path, spec: EnvironmentSpec, what: str) -> None:
+    code, tail = run_logged(command, log, INSTALL_TIMEOUT_S)
+    if code != 0:
+        raise EnvironmentBuildError(
+            f"the environment of {spec.name} failed {what} (exit {code}). Last lines of {log}:\n{tail}\n"
+            "Fix the requirement in the server's catalogue entry (or pick another release with NAME@VERSION)."
+        )
+
+
+def run_logged(
+    command: list[str],
+    log: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[int | str, str]:
+    """Runs ``command`` with its output appended to ``log``: (exit code, or why it did not run to
+    the end; the log's last ``ERROR_TAIL_LINES`` lines)."""
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"$ {' '.join(command)}\n")
         handle.flush()
@@ -233,21 +251,18 @@ def _call(command: list[str], log: Path, spec: EnvironmentSpec, what: str) -> No
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                timeout=INSTALL_TIMEOUT_S,
+                env=env,
+                cwd=str(cwd) if cwd else None,
+                timeout=timeout_s,
                 check=False,
             )
             code: int | str = done.returncode
         except subprocess.TimeoutExpired:
-            code = f"timeout after {INSTALL_TIMEOUT_S} s"
+            code = f"timeout after {timeout_s:g} s"
         except OSError as exc:
             code = str(exc)
-    if code != 0:
-        lines = log.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()[-ERROR_TAIL_LINES:]
-        tail = "\n".join(lines)
-        raise EnvironmentBuildError(
-            f"the environment of {spec.name} failed {what} (exit {code}). Last lines of {log}:\n{tail}\n"
-            "Fix the requirement in the server's catalogue entry (or pick another release with NAME@VERSION)."
-        )
+    lines = log.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()[-ERROR_TAIL_LINES:]
+    return code, "\n".join(lines)
 
 
 def _freeze(path: Path, installer: str) -> list[str]:

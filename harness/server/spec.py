@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from harness.core.errors import ConfigError
 from harness.server.environments import EnvironmentSpec
+from harness.server.model_conversion import ConversionSpec
 
 # Protocols a server may speak (ServerSpec.protocols) and their usual paths.
 OPENAI, ANTHROPIC = "openai", "anthropic"
@@ -74,6 +75,9 @@ class ServerSpec:
     # Arguments the server needs to parse a tool-call dialect ("hermes": [...]), added when the model
     # speaks that dialect; a dialect not listed is found by the server itself.
     dialect_args: dict[str, list[str]] = field(default_factory=dict)
+    # A server that loads another format than the model folder (GGUF): how the folder is converted
+    # (harness.server.model_conversion); None loads the folder as it is.
+    conversion: ConversionSpec | None = None
 
     def protocol_path(self, protocol: str) -> str | None:
         """The path that serves ``protocol``, or None when the server does not speak it."""
