@@ -438,7 +438,8 @@ class ServerProcess:
         reuse = re.search(self.spec.reuse_pattern, text) if self.spec.reuse_pattern else None
         miss = re.search(self.spec.miss_pattern, text) if self.spec.miss_pattern else None
         if reuse and not (miss and miss.start() < reuse.start()):
-            return True, int(reuse.group(1)) if reuse.groups() else None
+            # A reuse line may carry no count (one alternative of a pattern with a counted one).
+            return True, int(reuse.group(1)) if reuse.groups() and reuse.group(1) else None
         if miss:
             return False, 0
         return None, None

@@ -76,3 +76,20 @@ def test_pips_configuration_is_handed_to_uv():
         "--index-strategy", "unsafe-best-match",
     ]  # fmt: skip
     assert uv_options_from_pip_config("") == []
+
+
+def test_llama_cpp_reuse_is_read_from_its_log_lines(tmp_path):
+    """Lines as llama-cpp-python 0.3.36 writes them (from a run's server log)."""
+    from harness.server.process import ServerProcess
+
+    spec = load_catalogue()["llama-cpp"].spec()
+    server = ServerProcess(spec, tmp_path / "m.gguf", home=tmp_path, log_path=tmp_path / "log")
+    hit = "Llama.generate: 160 prefix-match hit, remaining 105 prompt tokens to eval\nINFO: POST 200 OK\n"
+    assert server.cache_reuse_from_log(hit) == (True, 160)
+    assert server.cache_reuse_from_log("Llama.generate: full prompt already cached, skipping reset\n") == (True, None)
+    refused = "Llama.generate: 90 prefix-match found but partial kv removal not supported, re-evaluating full prompt"
+    assert server.cache_reuse_from_log(refused) == (False, 0)
+    assert server.cache_reuse_from_log('INFO:     127.0.0.1:1 - "POST /v1/chat/completions HTTP/1.1" 200 OK') == (
+        None,
+        None,
+    )
