@@ -126,10 +126,11 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
             notes.append(f"{label(run_meta, server)} runs with shims: " + "; ".join(map(str, shims)))
         converted = [c for c in (meta.get("model_conversions") or {}).values() if c.get("gguf")]
         if converted:
+            models = ", ".join(Path(c["source_model"]).name for c in converted)
+            converters = "; ".join(sorted({str(c.get("converter")) for c in converted}))
             notes.append(
-                f"{label(run_meta, server)} loads GGUF: it ran on "
-                + ", ".join(f"{Path(c['source_model']).name} converted by {c.get('converter')}" for c in converted)
-                + " (a GGUF conversion of the same weights, not the same files)"
+                f"{label(run_meta, server)} ran on a GGUF conversion of {models} ({converters}): "
+                "the same weights, not the same files"
             )
     other_model = (run_meta.get("scenario_models") or {}).get(scenario or "")
     main_path = (run_meta.get("model") or {}).get("path")

@@ -13,6 +13,7 @@ import pytest
 from declared_servers import instant_stub_config
 
 from harness.core.rows import read_rows
+from harness.presentation.report import build_report
 from harness.run.runner import Runner
 from harness.server.model_conversion import GGUF_DIR_ENV, ConversionSpec
 
@@ -62,6 +63,8 @@ def test_the_server_is_given_the_converted_model_once(tmp_path, monkeypatch):
     assert gguf.read_bytes() == b"GGUF converted from " + record["source_model"].encode()
     assert Path(record["source_model"]).name == model_name
     assert str(gguf) in entry["command"]  # {model} is the converted file
+    summary = build_report(run_dir)["summary_md"].read_text()
+    assert f"instant stub ran on a GGUF conversion of {model_name} (convert.py from {SOURCE}" in summary
     again = json.loads((gguf_runner(tmp_path, WRITES_GGUF, monkeypatch).run() / "run.json").read_text())
     assert again["servers"]["instant"]["model_conversions"][model_name]["reused"] is True
 
