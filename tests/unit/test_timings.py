@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from harness.capture.http import ReplayLimits, conversation_sha, send
-from harness.capture.sse import delta_has_content, delta_has_output
+from harness.core.sse import delta_has_content, delta_has_output
 
 GAP_S = 0.05
 
