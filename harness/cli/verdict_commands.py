@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.options import comma_list
+from harness.run.gate_settings import GateSettings
 from harness.verdicts.gate import GateResult, failed, gate_run, require_run_dir, verdict_line
 
 
-def load_gate_settings(config_file: str | None = None) -> dict[str, Any]:
+def load_gate_settings(config_file: str | None = None) -> GateSettings:
     """The gate section of the project's configuration ([tool.harness.gate] / harness.toml)."""
     from harness.run.config import load_config
 

@@ -66,16 +66,20 @@ def render_markdown(blocks: list[tuple]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _inline_parser() -> MarkdownIt:
-    # Only what report text is written in: code spans, emphasis, links. No raw HTML (server text is
-    # shown, never run), no backslash escapes or entities (evidence keeps its backslashes and `&amp;`
-    # as sent), and a link only to an anchor of the same page.
-    parser = MarkdownIt("zero", {"html": False}).enable(["backticks", "emphasis", "link"])
-    parser.validateLink = lambda url: url.startswith("#")
-    return parser
+class _ReportInline(MarkdownIt):
+    """Only what report text is written in: code spans, emphasis, links. No raw HTML (server text is
+    shown, never run), no backslash escapes or entities (evidence keeps its backslashes and `&amp;`
+    as sent), and a link only to an anchor of the same page."""
+
+    def __init__(self) -> None:
+        super().__init__("zero", {"html": False})
+        self.enable(["backticks", "emphasis", "link"])
+
+    def validateLink(self, url: str) -> bool:
+        return url.startswith("#")
 
 
-_INLINE = _inline_parser()
+_INLINE = _ReportInline()
 
 
 def inline_html(text: object) -> str:
