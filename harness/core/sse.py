@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # A line ends with CRLF, LF or a bare CR (the SSE standard; the `openai` client reads all three).
-_LINE_END = re.compile(r"\r\n|\r|\n")
+LINE_END = re.compile(r"\r\n|\r|\n")
 # Fields a stream may carry besides `data`; the reader has no use for them but they are valid.
 _IGNORED_FIELDS = {"event", "id", "retry"}
 
@@ -76,7 +76,7 @@ class SSEReader:
                 self._buffer = self._buffer[1:]  # the LF of a CRLF split across two reads
             self._after_cr = False
         start = 0
-        for end in _LINE_END.finditer(self._buffer):
+        for end in LINE_END.finditer(self._buffer):
             line = self._buffer[start : end.start()]
             start = end.end()
             # A CR that ends the read ends its line now (an event is not held back for the next
