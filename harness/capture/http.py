@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from harness.capture.sse import SSEReader, delta_has_content, delta_has_output
+from harness.core.sse import SSEReader, delta_has_content, delta_has_output
 
 
 @dataclass
@@ -136,7 +136,7 @@ def _send_plain(client: httpx.Client, url: str, content: bytes, limits: ReplayLi
             http_status=status,
             body=bytes(data),
             sse=None,
-            transport_error=_describe(exc),
+            transport_error=describe_transport_error(exc),
             stop_cause=None,
         )
         return Timed(captured, ttft_s=None, total_s=total, ttfb_s=first_byte)
@@ -193,10 +193,10 @@ def _send_stream(
         stop_cause = "stalled"
         transport_error = f"no byte for {limits.idle_timeout_s:g} s (stream went silent)"
     except httpx.TimeoutException as exc:
-        transport_error = _describe(exc)
+        transport_error = describe_transport_error(exc)
         stop_cause = "stalled"
     except httpx.HTTPError as exc:
-        transport_error = _describe(exc)
+        transport_error = describe_transport_error(exc)
     total = time.perf_counter() - started
     reader.close(total)
     captured = CapturedResponse(
@@ -240,8 +240,9 @@ def _runaway_cause(
     return None
 
 
-def _describe(exc: httpx.HTTPError) -> str:
-    """A short cause for a transport failure (connection refused, reset mid-stream, ...)."""
+def describe_transport_error(exc: BaseException) -> str:
+    """A short cause for a transport failure (connection refused, reset mid-stream, ...): the
+    exception's type and message, else its cause's."""
     cause = exc.__cause__ or exc.__context__
     detail = str(exc) or (str(cause) if cause else "")
     return f"{type(exc).__name__}: {detail}".strip().rstrip(":")[:300]

@@ -32,10 +32,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEReader, delta_has_output
 from harness.checks import exchange, request_rules, streamed_calls, toolcalls
 from harness.checks.outcome import Answer, CheckOutcome, short
 from harness.core.rows import ResultRow
+from harness.core.sse import SSEReader, delta_has_output
 from harness.scenario.definition import PlannedRequest
 
 # The legacy server's answer when generation failed: HTTP 200 with this text (and it gets cached).

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli import server_commands, traffic_commands
+from harness.cli.options import comma_list
 from harness.core.errors import HarnessError, Interrupted
 
 
@@ -29,18 +30,14 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [item.strip() for item in value.split(",") if item.strip()] if value else None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.config import load_config
     from harness.run.runner import Runner
     from harness.server.process import stop_all
 
     overrides: dict[str, Any] = {
-        "servers": _csv(args.servers),
-        "scenarios": _csv(args.scenarios),
+        "servers": comma_list(args.servers),
+        "scenarios": comma_list(args.scenarios),
         "model": args.model,
         "out": args.out,
         "repeats": args.repeats,
@@ -213,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build-model", help="build the built-in offline model (no download)")
-    build.add_argument("--out", help="model folder (default: models/tiny-chat-qwen2)")
+    build.add_argument(
+        "--out",
+        help="model folder (default: tiny-chat-qwen2 in $HARNESS_MODELS_DIR, else in "
+        "~/.cache/mlx-migration-harness/models)",
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
     build.set_defaults(func=cmd_build_model)

@@ -22,10 +22,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.cli.options import comma_list
+from harness.run.gate_settings import GateSettings
 from harness.verdicts.gate import GateResult, failed, gate_run, require_run_dir, verdict_line
 
 
-def load_gate_settings(config_file: str | None = None) -> dict[str, Any]:
+def load_gate_settings(config_file: str | None = None) -> GateSettings:
     """The gate section of the project's configuration ([tool.harness.gate] / harness.toml)."""
     from harness.run.config import load_config
 
@@ -111,7 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise ConfigError("compare needs at least two run folders: RUN_A (the base) and RUN_B [RUN_C ...].")
     runs = load_runs([require_run_dir(path) for path in args.runs])
-    comparison = compare_runs(runs, scenarios=_csv(args.scenarios), servers=_csv(args.servers))
+    comparison = compare_runs(runs, scenarios=comma_list(args.scenarios), servers=comma_list(args.servers))
     if comparison.mismatches and not args.allow_mismatch:
         raise ConfigError(
             "the runs are not comparable: "
@@ -127,10 +129,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     paths = write_compare(comparison, out, blocks)
     print(f"\nwritten: {paths['md']} and {paths['html']}")
     return 1 if found is not None and not found.empty else 0
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def register_commands(sub: Any) -> None:

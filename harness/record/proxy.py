@@ -27,6 +27,7 @@ from typing import Any
 
 import httpcore
 
+from harness.capture.http import describe_transport_error
 from harness.scenario.recorded import header_secrets
 
 Scope = MutableMapping[str, Any]
@@ -152,7 +153,9 @@ class RecordingProxy:
         try:
             response = await self.pool.handle_async_request(request)
         except UPSTREAM_ERRORS as exc:
-            message_text = f"harness record: the upstream server {self.upstream} did not answer: {_describe(exc)}"
+            message_text = (
+                f"harness record: the upstream server {self.upstream} did not answer: {describe_transport_error(exc)}"
+            )
             await _send_error(send, 502, message_text)
             if exchange is not None:
                 exchange.error, exchange.total_s = message_text, time.perf_counter() - started
@@ -222,15 +225,9 @@ async def _send_error(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _describe(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    detail = str(exc) or (str(cause) if cause else "")
-    return f"{type(exc).__name__}: {detail}".strip().rstrip(":")[:300]
-
-
 def _cut_off(exc: BaseException) -> str:
     if isinstance(exc, UPSTREAM_ERRORS):
-        return f"the upstream server broke off the answer: {_describe(exc)}"
+        return f"the upstream server broke off the answer: {describe_transport_error(exc)}"
     if isinstance(exc, OSError):
-        return f"the client left before the answer was complete ({_describe(exc)})"
+        return f"the client left before the answer was complete ({describe_transport_error(exc)})"
     return f"the answer was cut off when the proxy stopped ({type(exc).__name__})"

@@ -28,9 +28,9 @@ from typing import Any
 
 from harness.capture import cachefiles
 from harness.capture.http import CapturedResponse, ReplayLimits, Timed
-from harness.capture.sse import SSEReader, delta_has_output
 from harness.checks import conformance
 from harness.core.rows import RESULTS_FILE, ResultRow, ResultWriter
+from harness.core.sse import SSEReader, delta_has_output
 from harness.models.tokens import TokenCounter
 from harness.record.proxy import Exchange
 from harness.run.meta import RunMeta, machine_info, package_versions

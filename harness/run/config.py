@@ -39,9 +39,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from harness.core.errors import ConfigError
+from harness.run.gate_settings import GateSettings
 from harness.server.catalogue import load_catalogue, split_release
 from harness.server.spec import BUILTIN_SERVERS, LIKE_FOR_LIKE_SERVER, ServerSpec, legacy_spec
 
@@ -118,11 +119,12 @@ class RunConfig(BaseModel):
     ready_timeout_s: float = 180.0
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 120.0
-    api_key: str | None = None
+    # Sent as a bearer token and to servers that take one; never printed, never in run.json.
+    api_key: SecretStr | None = None
     # How servers' own environments are filled: "uv" or "pip"; None takes uv when it is installed.
     installer: Literal["uv", "pip"] | None = None
     server: dict[str, ServerOverride] = Field(default_factory=dict)
-    gate: dict[str, Any] = Field(default_factory=dict)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     @field_validator("context_tokens", mode="before")
     @classmethod
@@ -139,8 +141,7 @@ class RunConfig(BaseModel):
     def public_dump(self) -> dict[str, Any]:
         """The config as recorded in run.json: the API key never leaves memory."""
         data = self.model_dump()
-        if data.get("api_key"):
-            data["api_key"] = "***"
+        data["api_key"] = "***" if self.api_key else None
         return data
 
     def server_specs(self) -> list[ServerSpec]:
@@ -152,7 +153,7 @@ class RunConfig(BaseModel):
             if override is None and listed in catalogue and listed not in BUILTIN_SERVERS:
                 spec = catalogue[listed].spec(release, name=name)
                 spec.ready_timeout_s = max(spec.ready_timeout_s, self.ready_timeout_s)
-                spec.api_key = self.api_key
+                spec.api_key = self.api_key.get_secret_value() if self.api_key else None
                 specs.append(spec)
                 continue
             if release is not None and override is None:
@@ -207,7 +208,7 @@ class RunConfig(BaseModel):
                         setattr(spec, field_name, value)
             if override is None or override.ready_timeout_s is None:
                 spec.ready_timeout_s = self.ready_timeout_s
-            spec.api_key = self.api_key
+            spec.api_key = self.api_key.get_secret_value() if self.api_key else None
             specs.append(spec)
         if self.reference not in self.servers:
             raise ConfigError(
@@ -252,10 +253,14 @@ def load_config(
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}"
+            + ("" if isinstance(err["input"], dict) else f" (got {err['input']!r})")
+            for err in exc.errors()
+        )
         raise ConfigError(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
-            "See the field list at the top of harness/config.py."
+            "See the field list at the top of harness/run/config.py (the gate's: harness/run/gate_settings.py)."
         ) from None
 
 

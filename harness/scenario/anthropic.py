@@ -42,6 +42,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from harness.core.sse import SSEReader
+
 # R8: fields with the same meaning in both formats, in the order they are written.
 _SAME_PARAMS = ("max_tokens", "temperature", "top_p")
 # R9
@@ -289,15 +291,12 @@ def _sse_message(text: str) -> dict[str, Any] | None:
     message: dict[str, Any] | None = None
     blocks: dict[int, dict[str, Any]] = {}
     partial_json: dict[int, str] = {}
-    for event in text.replace("\r\n", "\n").split("\n\n"):
-        data = "\n".join(line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:"))
-        if not data or data.strip() == "[DONE]":
-            continue
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            continue
-        if not isinstance(payload, dict):
+    reader = SSEReader()
+    reader.feed(text.encode("utf-8"), 0.0)
+    reader.close(0.0)
+    for event in reader.events:
+        payload = event.payload  # None for [DONE] and for an event that is not a JSON object
+        if payload is None:
             continue
         kind = payload.get("type")
         if kind == "message_start" and isinstance(payload.get("message"), dict):

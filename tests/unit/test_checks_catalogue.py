@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEReader
 from harness.checks import catalogue
 from harness.checks.conformance import extract_answer, run_checks
 from harness.checks.pairs import stream_pair_difference
+from harness.core.sse import SSEReader
 from harness.scenario.definition import Expect, PlannedRequest
 
 ROOT = Path(__file__).resolve().parents[2]

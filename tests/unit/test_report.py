@@ -12,6 +12,7 @@ import run_folder
 from harness.analysis.summary import summarize
 from harness.core.formatting import improvement_text
 from harness.core.rows import ResultRow
+from harness.presentation.render import inline_html
 from harness.presentation.report import build_report, comparison_table_md, console_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -266,3 +267,14 @@ def test_improvement_near_one_keeps_two_decimals():
     # one sample a side: never bold, and the counts are said
     one_each = {"ratio": 1.6, "ci95_low": float("nan"), "ci95_high": float("nan"), "n": 1, "n_reference": 1}
     assert improvement_text(one_each) == "1.6x faster (n=1 vs 1: too few samples for a CI)"
+
+
+def test_inline_markdown_is_read_by_a_parser():
+    # A code span keeps what is inside it: `**` there is text, not bold.
+    assert inline_html("`f(**a, **b)`") == "<code>f(**a, **b)</code>"
+    assert inline_html("**bold** then `x<y>`") == "<strong>bold</strong> then <code>x&lt;y&gt;</code>"
+    # Links go to anchors of the page only; server text never becomes markup.
+    assert inline_html("[the row](#row-3)") == '<a href="#row-3">the row</a>'
+    assert inline_html("[out](https://example.com) <b>x</b>") == "[out](https://example.com) &lt;b&gt;x&lt;/b&gt;"
+    # Evidence keeps its backslashes and entities as sent.
+    assert inline_html('"a\\"b" &amp;') == "&quot;a\\&quot;b&quot; &amp;amp;"
