@@ -238,7 +238,7 @@ def load_config(
         problems = "; ".join(f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors())
         raise ConfigError(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
-            "See the field list at the top of harness/config.py."
+            "Every field is listed in docs/usage.md (harness.toml) and at the top of harness/run/config.py."
         ) from None
 
 
