@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.analysis.summary import Summary
-from harness.core.formatting import is_nan
+from harness.core.formatting import factor_words, is_nan, sample_counts
 from harness.presentation.comparison import (
     FILES_ROW,
     NO_GENERATION_ROW,
@@ -107,13 +107,9 @@ def short_ratio_text(ratio: dict[str, Any] | None, better: str = "faster", worse
     if not ratio or is_nan(ratio.get("ratio")):
         return "–"
     r = float(ratio["ratio"])
-    factor = r if r >= 1 else 1 / r
-    factor_text = f"{factor:.1f}" if round(factor, 1) != 1.0 else f"{factor:.2f}"  # never "1.0x slower"
-    word = f"{factor_text}x {better if r >= 1 else worse}"
+    word = factor_words(r, better, worse)
     if is_nan(ratio.get("ci95_low")):
-        counts = ""
-        if ratio.get("n") is not None and ratio.get("n_reference") is not None:
-            counts = f"n={int(ratio['n_reference'])} vs {int(ratio['n'])}, "
+        counts = f"{sample_counts(ratio)}, " if sample_counts(ratio) else ""
         return f"{word} ({counts}no CI)"
     if not ratio.get("significant"):
         return f"n.s. ({r:.2f}x, CI {ratio['ci95_low']:.2f}–{ratio['ci95_high']:.2f})"
