@@ -21,12 +21,12 @@ from harness.presentation.comparison import (
     comparison_frame,
     comparison_notes,
     comparison_table_md,
-    console_table,
     figure_notes,
     identity_lines,
     legend_text,
     meta_line,
 )
+from harness.presentation.console_table import console_table
 from harness.presentation.evidence import evidence_blocks, linked, named_checks, shapes_frame, shapes_note
 from harness.presentation.render import render_html, render_markdown
 from harness.presentation.sections import (

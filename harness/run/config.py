@@ -260,7 +260,8 @@ def load_config(
         )
         raise ConfigError(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
-            "See the field list at the top of harness/run/config.py (the gate's: harness/run/gate_settings.py)."
+            "Every field is listed in docs/usage.md (harness.toml) and at the top of harness/run/config.py "
+            "(the gate's: harness/run/gate_settings.py)."
         ) from None
 
 

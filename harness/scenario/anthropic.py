@@ -1,8 +1,8 @@
 """Anthropic Messages API traffic -> the OpenAI chat-completions traffic that a coding-agent proxy
 sends to an OpenAI-compatible backend in its place (``harness import`` of proxy traces).
 
-The conversion rules, each applied where it is marked below (``R1`` ... ``R9``), and listed in the
-README ("Your own sessions"). A block or field that cannot be converted is never dropped silently:
+The conversion rules, each applied where it is marked below (``R1`` ... ``R9``), and listed in
+docs/sessions.md. A block or field that cannot be converted is never dropped silently:
 it becomes a note on the turn, which the import prints and the report shows.
 
 R1 system: a string becomes one ``system`` message; a list of text blocks becomes one ``system``
