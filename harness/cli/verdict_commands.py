@@ -99,8 +99,8 @@ def cmd_readme(args: argparse.Namespace) -> int:
     if not args.update:
         print(block)
         return 0
-    changed = update_file(Path(args.update), block)
-    print(f"{args.update}: comparison table {'updated' if changed else 'already up to date'} (from {run_dir})")
+    changed = update_file(Path(args.update), block, args.table)
+    print(f"{args.update}: {args.table} table {'updated' if changed else 'already up to date'} (from {run_dir})")
     return 0
 
 
@@ -175,7 +175,12 @@ def register_commands(sub: Any) -> None:
     readme.add_argument(
         "--update",
         metavar="FILE",
-        help="replace the table between the <!-- harness:comparison:start/end --> markers in FILE",
+        help="replace the table between the <!-- harness:TABLE:start/end --> markers in FILE",
+    )
+    readme.add_argument(
+        "--table",
+        default="comparison",
+        help="which marked table to replace (default: comparison; the README also has `leaving`)",
     )
     readme.set_defaults(func=cmd_readme)
 

@@ -123,6 +123,11 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         shims = meta.get("shims") or []
         if shims:
             notes.append(f"{label(run_meta, server)} runs with shims: " + "; ".join(map(str, shims)))
+        for model_name, told in (meta.get("told") or {}).items():
+            notes.append(
+                f"{label(run_meta, server)} had to be told how to parse the tool calls of {model_name}: "
+                + " ".join(map(str, told))
+            )
     other_model = (run_meta.get("scenario_models") or {}).get(scenario or "")
     main_path = (run_meta.get("model") or {}).get("path")
     if other_model and other_model.get("path") != main_path:

@@ -231,6 +231,9 @@ class Runner:
         assert self.meta is not None
         entry = self.meta.server_entry(server.spec)
         entry["command"] = server.public_command()
+        told = server.told_args()
+        if told:  # the report says so: a server that needed telling differs from one that found out
+            entry.setdefault("told", {})[Path(server.model).name] = told
         self.say(f"starting {server.spec.name} on {Path(server.model).name}")
         try:
             server.start()

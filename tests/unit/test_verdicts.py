@@ -417,3 +417,15 @@ def test_gate_when_the_reference_recorded_nothing():
     follow = by[("speedup.follow_up", "mlx-textgen vs legacy [agent-session]")]
     assert follow.passed is False and "no follow-up request recorded on legacy" in follow.detail
     assert by[("cache.files", "mlx-textgen")].passed is True  # what it has is still gated
+
+
+def test_a_named_table_is_written_between_its_own_markers_only():
+    from harness.presentation.readme_table import markers
+
+    start, end = markers("leaving")
+    text = f"intro\n{START}\nold default\n{END}\nmiddle\n{start}\nold leaving\n{end}\ntail\n"
+    updated = replace_between_markers(text, "new leaving table", table="leaving")
+    assert "old default" in updated and "old leaving" not in updated
+    assert updated.index(start) < updated.index("new leaving table") < updated.index(end)
+    with pytest.raises(ConfigError, match="harness:other:start"):
+        replace_between_markers(text, "x", table="other")
