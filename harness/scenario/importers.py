@@ -8,8 +8,9 @@ What it reads, from files or folders (every ``*.json`` and ``*.jsonl`` directly 
 - a proxy trace, as the coding-agent proxy of the README's origin story writes one per request:
   ``{"timestamp", "mode", "request": {"method", "url", "headers", "body"}, "response": {"statusCode",
   "headers", "body"}}``. A body sent to ``/v1/messages`` is an Anthropic Messages API request and is
-  converted (``harness.scenario.anthropic``, rules R1-R9); one sent to ``/v1/chat/completions`` is
-  kept as it is.
+  converted (``harness.scenario.anthropic``, rules R1-R9), and kept as it was too
+  (``anthropic_request``), so that it can also be replayed natively (``--protocol anthropic``); one
+  sent to ``/v1/chat/completions`` is kept as it is.
 
 One object per ``.json`` file (or a JSON list of them), one per line of a ``.jsonl`` file. Requests
 are taken in timestamp order when every one has a timestamp, else in the order read (files by name).
@@ -204,6 +205,7 @@ def _from_trace(where: str, trace: dict[str, Any], result: ImportResult) -> Reco
         response=mask_secrets(answer, secrets),
         notes=mask_secrets(notes, secrets),
         source=where,
+        anthropic_request=mask_secrets(body, secrets) if anthropic_body else None,
     )
 
 
