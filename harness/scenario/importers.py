@@ -222,8 +222,17 @@ def _exchange(where: str, value: Any, result: ImportResult) -> RecordedExchange 
     body = value["request"] if kind == "openai-pair" else value
     body, secrets = strip_secrets(body)
     answer, notes = _openai_response(value.get("response")) if kind == "openai-pair" else (None, [])
+    # A pair from ``harness record``'s journal keeps the Messages API body it was converted from.
+    original = value.get("anthropic_request") if kind == "openai-pair" else None
+    if isinstance(original, dict):
+        original, more = strip_secrets(original)
+        secrets += more
     return RecordedExchange(
-        request=mask_secrets(body, secrets), response=mask_secrets(answer, secrets), notes=notes, source=where
+        request=mask_secrets(body, secrets),
+        response=mask_secrets(answer, secrets),
+        notes=notes,
+        source=where,
+        anthropic_request=mask_secrets(original, secrets) if isinstance(original, dict) else None,
     )
 
 
