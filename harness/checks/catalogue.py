@@ -160,7 +160,12 @@ def _message(*blocks: dict[str, Any], stop: str | None = "end_turn", drop: tuple
 
 
 def _tool_use(arguments: Any = None) -> dict[str, Any]:
-    return {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": _READ_INPUT if arguments is None else arguments}
+    return {
+        "type": "tool_use",
+        "id": "toolu_1",
+        "name": "Read",
+        "input": _READ_INPUT if arguments is None else arguments,
+    }
 
 
 def _events(*events: dict[str, Any]) -> str:
@@ -169,7 +174,7 @@ def _events(*events: dict[str, Any]) -> str:
 
 
 def _start() -> dict[str, Any]:
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
+    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
     message.update(stop_reason=None, stop_sequence=None, usage={"input_tokens": 9, "output_tokens": 0})
     return {"type": "message_start", "message": message}
 
@@ -185,13 +190,19 @@ def _block(index: int, block: dict[str, Any], *deltas: dict[str, Any]) -> list[d
 
 def _end(stop: str = "end_turn", output_tokens: int = 2) -> list[dict[str, Any]]:
     return [
-        {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": output_tokens}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": output_tokens},
+        },
         {"type": "message_stop"},
     ]
 
 
 def _text_events(text: str = "Done.", stop: str = "end_turn") -> str:
-    return _events(_start(), *_block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": text}), *_end(stop))
+    return _events(
+        _start(), *_block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": text}), *_end(stop)
+    )
 
 
 def _tool_events(*pieces: str) -> str:
@@ -751,8 +762,7 @@ CHECKS: list[CheckDoc] = [
     CheckDoc(
         "anthropic.usage_invalid",
         "`usage` is missing or not the documented object (`input_tokens`, `output_tokens`, integers).",
-        "Clients count context and cost from it, and the cache-reuse evidence "
-        "(`cache_read_input_tokens`) lives there.",
+        "Clients count context and cost from it, and the cache-reuse evidence (`cache_read_input_tokens`) lives there.",
         Example(_message(drop=("usage",)), protocol="anthropic", fixed=_message()),
     ),
     CheckDoc(

@@ -287,7 +287,9 @@ def _check_events(reader: SSEReader, out: CheckOutcome, complete: bool) -> None:
     for number, event in enumerate(reader.events, 1):
         payload = event.payload
         if payload is None:
-            out.fail(STREAM_EVENT_INVALID, f"event {number}: {event.json_error or 'data: [DONE] is not a Messages event'}")
+            out.fail(
+                STREAM_EVENT_INVALID, f"event {number}: {event.json_error or 'data: [DONE] is not a Messages event'}"
+            )
             continue
         kind = str(payload.get("type"))
         model = EVENT_TYPES.get(kind)
@@ -394,11 +396,18 @@ def _check_input_json(partial: dict[int, str], message: dict[str, Any] | None, o
             out.fail(INPUT_JSON_INVALID, f"block {index}: the input_json_delta pieces join to {joined[:80]!r} ({exc})")
             continue
         if not isinstance(value, dict):
-            out.fail(INPUT_JSON_INVALID, f"block {index}: the pieces join to a JSON {type(value).__name__}, not an object")
+            out.fail(
+                INPUT_JSON_INVALID, f"block {index}: the pieces join to a JSON {type(value).__name__}, not an object"
+            )
+
+
+def _blocks(message: dict[str, Any]) -> list[Any]:
+    content = message.get("content")
+    return content if isinstance(content, list) else []
 
 
 def _check_stop_reason(message: dict[str, Any], out: CheckOutcome) -> None:
-    blocks = message.get("content") if isinstance(message.get("content"), list) else []
+    blocks = _blocks(message)
     uses = [b.get("name") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
     stop = message.get("stop_reason")
     if uses and stop not in ("tool_use", None):
@@ -409,8 +418,8 @@ def _check_stop_reason(message: dict[str, Any], out: CheckOutcome) -> None:
 
 def _check_max_tokens(message: dict[str, Any], request: PlannedRequest, out: CheckOutcome) -> None:
     limit = (request.raw or {}).get("max_tokens")
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
-    produced = usage.get("output_tokens")
+    usage = message.get("usage")
+    produced = usage.get("output_tokens") if isinstance(usage, dict) else None
     if isinstance(limit, int) and isinstance(produced, int) and produced > limit:
         out.fail(MAX_TOKENS_EXCEEDED, f"usage.output_tokens {produced} > max_tokens {limit}")
 
@@ -421,13 +430,15 @@ def _check_tool_text(message: dict[str, Any], request: PlannedRequest, out: Chec
     if not request.tools:
         return
     offered = toolcalls.tool_names(request.tools)
-    for position, block in enumerate(message.get("content") if isinstance(message.get("content"), list) else []):
+    for position, block in enumerate(_blocks(message)):
         if not isinstance(block, dict) or block.get("type") != "text":
             continue
         text = str(block.get("text") or "")
         found = toolcalls.find_markup(text) or _named_call_json(text, offered)
         if found:
-            out.fail(TOOL_CALL_AS_TEXT, f"content[{position}] (text, stop_reason {message.get('stop_reason')!r}): {found}")
+            out.fail(
+                TOOL_CALL_AS_TEXT, f"content[{position}] (text, stop_reason {message.get('stop_reason')!r}): {found}"
+            )
             return
 
 
@@ -442,7 +453,11 @@ def _named_call_json(text: str, offered: set[str]) -> str | None:
         except ValueError:
             start = text.find("{", start + 1)
             continue
-        if isinstance(value, dict) and value.get("name") in offered and {"arguments", "input", "parameters"} & set(value):
+        if (
+            isinstance(value, dict)
+            and value.get("name") in offered
+            and {"arguments", "input", "parameters"} & set(value)
+        ):
             return f"a JSON call to {value['name']!r} at char {start}: {text[start : start + 60]!r}"
         start = text.find("{", end)
     return None

@@ -63,6 +63,8 @@ def recorded_path(path: str) -> bool:
     """Whether an exchange on ``path`` is a chat exchange the proxy keeps a copy of."""
     path = path.rstrip("/")
     return path in RECORDED_PATHS or path.endswith(MESSAGES_SUFFIX)
+
+
 # httpcore's errors have no common base: the ones an upstream exchange can end with.
 UPSTREAM_ERRORS = (
     httpcore.NetworkError,
@@ -107,7 +109,7 @@ class Exchange:
 
     @property
     def protocol(self) -> str:
-        """"anthropic" for a Messages API exchange, else "openai" (chat completions)."""
+        """ "anthropic" for a Messages API exchange, else "openai" (chat completions)."""
         return "anthropic" if self.path.rstrip("/").endswith(MESSAGES_SUFFIX) else "openai"
 
 

@@ -91,7 +91,7 @@ class ServerOverride(BaseModel):
             if not path.startswith("/"):
                 raise ValueError(f"the path of '{name}' must start with '/' (e.g. \"/v1/messages\"), not {path!r}")
         if value is not None and not value:
-            raise ValueError("name at least one protocol, e.g. {openai = \"/v1/chat/completions\"}")
+            raise ValueError('name at least one protocol, e.g. {openai = "/v1/chat/completions"}')
         return value
 
     @field_validator("reuse_pattern", "miss_pattern")

@@ -425,7 +425,9 @@ class RequestExecutor:
         conversation = self._conversations.setdefault((row.session, row.conversation), _Conversation())
         reused_tokens = row.cached_tokens if row.cached_tokens is not None else log_tokens
         # A Messages API prompt_tokens is added up from its parts, cached ones included.
-        includes = True if row.protocol == "anthropic" else self._prompt_tokens_convention(row, conversation, reused_tokens)
+        includes = (
+            True if row.protocol == "anthropic" else self._prompt_tokens_convention(row, conversation, reused_tokens)
+        )
         decision = decide_cache_reuse(
             row.prompt_tokens, row.cached_tokens, log_reused, log_tokens, self._timing(row, conversation), includes
         )

@@ -26,6 +26,7 @@ Standard library only; every request is logged as ``fake-messages: request N ...
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -78,7 +79,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _json(self, status: int, payload: dict[str, Any]) -> None:
@@ -89,13 +90,13 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path.rstrip("/") == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model"}]})
             else:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             state.count += 1
@@ -117,7 +118,10 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 return
             head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL_ID}
             chunks = [
-                {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+                {
+                    **head,
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                },
                 {**head, "choices": [{"index": 0, "delta": {"content": "Done."}, "finish_reason": None}]},
                 {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
             ]
@@ -126,23 +130,43 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
         def _messages(self, body: dict[str, Any]) -> None:
             roles = [m.get("role") for m in body.get("messages") or [] if isinstance(m, dict)]
             if state.mode == "reject-system-role" and "system" in roles:
-                self._json(422, {"type": "error", "error": {"type": "invalid_request_error", "message": "messages: role 'system' is not allowed; use the top-level system field"}})
+                self._json(
+                    422,
+                    {
+                        "type": "error",
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "messages: role 'system' is not allowed; use the top-level system field",
+                        },
+                    },
+                )
                 return
             text = _prompt_text(body)
             cached = _shared(state.previous, text) // 4
             state.previous = text
             max_tokens = int(body.get("max_tokens") or 16)
             output = max_tokens + 4 if state.mode == "max-tokens-overrun" else min(2, max_tokens)
-            usage = {"input_tokens": max(1, len(text) // 4 - cached), "cache_read_input_tokens": cached, "output_tokens": output}
+            usage = {
+                "input_tokens": max(1, len(text) // 4 - cached),
+                "cache_read_input_tokens": cached,
+                "output_tokens": output,
+            }
             tool = _wants_tool(body)
             if not body.get("stream"):
                 if tool:
-                    block: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{state.count}", "name": tool, "input": {"file_path": "a.py"}}
+                    block: dict[str, Any] = {
+                        "type": "tool_use",
+                        "id": f"toolu_{state.count}",
+                        "name": tool,
+                        "input": {"file_path": "a.py"},
+                    }
                 else:
                     block = {"type": "text", "text": "Done."}
                 payload = {"id": f"msg_{state.count}", "type": "message", "role": "assistant", "model": MODEL_ID}
                 stop = "tool_use" if tool else "end_turn"
-                self._json(200, {**payload, "content": [block], "stop_reason": stop, "stop_sequence": None, "usage": usage})
+                self._json(
+                    200, {**payload, "content": [block], "stop_reason": stop, "stop_sequence": None, "usage": usage}
+                )
                 return
             start = {
                 "type": "message_start",
@@ -160,13 +184,29 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             events: list[dict[str, Any]] = [start, {"type": "ping"}]
             if tool and state.mode != "tool-as-text":
                 events += [
-                    {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": f"toolu_{state.count}", "name": tool, "input": {}}},
-                    {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"file_path":'}},
-                    {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ' "a.py"}'}},
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "tool_use", "id": f"toolu_{state.count}", "name": tool, "input": {}},
+                    },
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": '{"file_path":'},
+                    },
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": ' "a.py"}'},
+                    },
                 ]
                 stop = "tool_use"
             else:
-                said = f'<tool_call>{{"name": "{tool}", "arguments": {{"file_path": "a.py"}}}}</tool_call>' if tool else "Done."
+                said = (
+                    f'<tool_call>{{"name": "{tool}", "arguments": {{"file_path": "a.py"}}}}</tool_call>'
+                    if tool
+                    else "Done."
+                )
                 events += [
                     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
                     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": said}},
@@ -174,7 +214,11 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 stop = "end_turn"
             events += [
                 {"type": "content_block_stop", "index": 0},
-                {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": output}},
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": output},
+                },
             ]
             if state.mode != "no-message-stop":
                 events.append({"type": "message_stop"})
@@ -202,10 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(State(args.mode, args.prefix.rstrip("/"))))
     print(f"fake-messages: pid {os.getpid()} mode {args.mode} on {args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -94,10 +94,14 @@ def test_streamed_tool_call_as_text_is_flagged_and_the_plain_one_is_not(tmp_path
 
 
 def test_max_tokens_overrun_and_a_missing_message_stop_are_flagged(tmp_path):
-    config = fake_config(tmp_path, mode="max-tokens-overrun", scenarios=["cc-billing-header-absent"], protocol="anthropic")
+    config = fake_config(
+        tmp_path, mode="max-tokens-overrun", scenarios=["cc-billing-header-absent"], protocol="anthropic"
+    )
     _run_dir, rows = run(config)
     assert rows and all("anthropic.max_tokens_exceeded" in row.checks_failed for row in rows)
-    config = fake_config(tmp_path / "b", mode="no-message-stop", scenarios=["cc-billing-header-absent"], protocol="anthropic")
+    config = fake_config(
+        tmp_path / "b", mode="no-message-stop", scenarios=["cc-billing-header-absent"], protocol="anthropic"
+    )
     _run_dir, rows = run(config)
     assert rows and all("anthropic.stream_event_order" in row.checks_failed for row in rows)
     assert "without message_stop" in rows[0].check_evidence["anthropic.stream_event_order"]
@@ -112,7 +116,9 @@ def test_billing_header_changing_loses_follow_up_reuse_and_fixed_keeps_it(tmp_pa
     _run_dir, rows = run(config)
     changing = [row for row in rows if row.scenario == "cc-billing-header-changing" and row.turn > 0]
     fixed = [row for row in rows if row.scenario == "cc-billing-header-fixed" and row.turn > 0]
-    assert changing and all(row.cache_reused is False for row in changing), [(r.cached_tokens, r.prompt_tokens) for r in changing]
+    assert changing and all(row.cache_reused is False for row in changing), [
+        (r.cached_tokens, r.prompt_tokens) for r in changing
+    ]
     assert fixed and all(row.cache_reused is True for row in fixed)
 
 

@@ -18,7 +18,9 @@ BODY = {
     "model": "claude-sonnet-4-5",
     "max_tokens": 32,
     "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.328.a3f;"}],
-    "messages": [{"role": "user", "content": [{"type": "text", "text": "Read a.py", "cache_control": {"type": "ephemeral"}}]}],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Read a.py", "cache_control": {"type": "ephemeral"}}]}
+    ],
     "tools": [{"name": "Read", "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}],
     "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
     "stream": True,
@@ -31,7 +33,10 @@ def scenario(*turns: dict) -> Scenario:
 
 def test_an_anthropic_only_turn_gets_its_conversion_and_its_notes():
     (turn,) = scenario({"anthropic_request": BODY}).turns
-    assert turn.request is not None and turn.request["messages"][0] == {"role": "system", "content": BODY["system"][0]["text"]}
+    assert turn.request is not None and turn.request["messages"][0] == {
+        "role": "system",
+        "content": BODY["system"][0]["text"],
+    }
     assert turn.request["tool_choice"] == "auto" and turn.request["parallel_tool_calls"] is False
     assert any("cache_control removed" in note for note in turn.notes)
 
@@ -47,7 +52,9 @@ def test_native_plan_sends_the_body_as_recorded_with_only_the_model_swapped():
 
 
 def test_a_mode_s_stream_and_tool_choice_are_mapped_back_to_the_messages_form():
-    planned = plan_requests(scenario({"anthropic_request": BODY}), stream=False, tool_choice="required", protocol="anthropic")
+    planned = plan_requests(
+        scenario({"anthropic_request": BODY}), stream=False, tool_choice="required", protocol="anthropic"
+    )
     body = planned[0].body("m")
     assert body["stream"] is False and body["tool_choice"] == {"type": "any"}
     named = plan_requests(scenario({"anthropic_request": BODY}), tool_choice="Read", protocol="anthropic")[0].body("m")
@@ -99,8 +106,19 @@ def test_messages_usage_figures_count_the_cached_prompt_in():
 
 def _row(protocol: str, turn: int, **fields) -> ResultRow:
     variant = "as-recorded" + (",anthropic" if protocol == "anthropic" else "")
-    base = dict(run_id="r", server="s", scenario="c", turn=turn, request_kind="first" if turn == 0 else "follow-up",
-                stream=True, started_at=0.0, variant=variant, protocol=protocol, http_status=200, total_s=1.0)
+    base = dict(
+        run_id="r",
+        server="s",
+        scenario="c",
+        turn=turn,
+        request_kind="first" if turn == 0 else "follow-up",
+        stream=True,
+        started_at=0.0,
+        variant=variant,
+        protocol=protocol,
+        http_status=200,
+        total_s=1.0,
+    )
     return ResultRow(**{**base, **fields})
 
 
