@@ -150,13 +150,19 @@ def run_checks(resp: CapturedResponse, answer: Answer, request: PlannedRequest) 
         streamed_calls.check_deltas(_reader(resp).events, request, out, complete)
     elif complete:
         _check_body(resp, answer, out)
+    check_answer(answer, request, out, complete)
+    return out
+
+
+def check_answer(answer: Answer, request: PlannedRequest, out: CheckOutcome, complete: bool) -> None:
+    """The checks on what a client read, whatever the protocol it came through: tool calls, the
+    request's rules (tool_choice, stop) and the turn's expectations."""
     _check_tools(answer, request, out, complete)
     if complete:
         _check_expect(answer, request, out)
         request_rules.check_request_rules(answer, request, out)
     if answer.content and CANNED_FALLBACK.fullmatch(answer.content):
         out.fail("expect.canned_fallback", f"canned legacy text: {answer.content.strip()!r}")
-    return out
 
 
 def _map_validation(exc: ValidationError, out: CheckOutcome, stream: bool, where: str = "") -> None:

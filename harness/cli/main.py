@@ -51,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "max_capacity": args.max_capacity,
         "time_budget_s": args.time_budget,
         "installer": args.installer,
+        "protocol": args.protocol,
     }
     config = load_config(Path(args.config) if args.config else None, overrides)
     console = _console()
@@ -172,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N[,N...]",
         help="replay each scenario with its system prompt grown or cut to about N tokens, "
         "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N",
+    )
+    run.add_argument(
+        "--protocol",
+        choices=["openai", "anthropic", "both"],
+        help="the API requests go through: openai (chat completions, default; Anthropic-format turns "
+        "converted), anthropic (the Messages API, turns with an Anthropic body sent as recorded), or "
+        "both (each turn both ways, side by side in the report); see docs/anthropic.md",
     )
     run.add_argument("--concurrency", type=int, help="independent sessions at once against one server")
     run.add_argument("--warmup", action="store_true", help="send one unmeasured warm-up request per server")

@@ -37,6 +37,7 @@ from harness.presentation.sections import (
     growth_blocks,
     load_blocks,
     no_generation_blocks,
+    protocol_blocks,
     recorded_blocks,
 )
 
@@ -287,6 +288,7 @@ def _extra_sections(
     return (
         no_generation_blocks(summary, run_meta)
         + recorded_blocks(summary, run_meta)
+        + protocol_blocks(frame)
         + bound_blocks(summary, run_dir)
         + load_blocks(frame, servers, run_meta)
         + growth_blocks(frame, servers, run_meta, (images or {}).get("growth_per_turn"))

@@ -16,6 +16,7 @@ from harness.analysis.concurrency import load_frame
 from harness.analysis.damage import damage_frame
 from harness.analysis.eviction import eviction_frame
 from harness.analysis.growth import PER_TURNS, UNBOUNDED_FLOOR_MB, UNBOUNDED_SHARE, growth_frame
+from harness.analysis.protocols import protocol_frame
 from harness.analysis.summary import Summary, no_generation_rows
 from harness.core.formatting import fmt_value, is_nan
 
@@ -86,6 +87,24 @@ def recorded_blocks(summary: Summary, run_meta: dict[str, Any]) -> list[tuple]:
                 ("ul", [f"{note} ({count} of {len(turns)})" for note, count in notes.items()]),
             ]
     return [("h2", "Recorded sessions"), ("p", RECORDED_NOTE), *blocks] if blocks else []
+
+
+PROTOCOLS_NOTE = (
+    "Each turn was sent twice to each server that serves both APIs: natively, through the Anthropic "
+    "Messages API exactly as recorded (only the model name swapped), and converted to OpenAI chat "
+    "completions the way a translating proxy sends it. Status, the checks each answer failed, time to "
+    "first token, total time, and whether the request reused a prompt cache (with the layer of evidence "
+    "that said so: the protocol's cached-token count, the server's log, or timing). See docs/anthropic.md."
+)
+
+
+def protocol_blocks(frame: pd.DataFrame) -> list[tuple]:
+    """The report's "Native vs converted" section (``--protocol both``); empty when no turn was sent
+    both ways."""
+    table = protocol_frame(frame)
+    if table.empty:
+        return []
+    return [("h2", "Native (Anthropic Messages) vs converted (OpenAI chat)"), ("p", PROTOCOLS_NOTE), ("table", table)]
 
 
 MAX_NO_GENERATION_LISTED = 40

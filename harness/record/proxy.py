@@ -1,5 +1,6 @@
 """The recording proxy: an ASGI app that passes every request to the upstream server unchanged and
-streams the answer back unchanged, as it arrives, while keeping a copy of each chat exchange.
+streams the answer back unchanged, as it arrives, while keeping a copy of each chat exchange (OpenAI
+chat completions, and the Anthropic Messages API at ``.../v1/messages``).
 
 Nothing on the client's path waits for the recording: the request body is forwarded as received
 (bytes, not re-encoded JSON), each chunk of the answer is sent on before anything else is done with
@@ -54,6 +55,17 @@ HOP_BY_HOP = frozenset(
 # An answer's own length is still right when its bytes pass unchanged, so it is kept.
 RESPONSE_DROPPED = HOP_BY_HOP - {b"content-length"}
 RECORDED_PATHS = ("/v1/chat/completions", "/chat/completions")
+# The Anthropic Messages API, wherever a server mounts it (``/v1/messages``, ``/anthropic/v1/messages``);
+# ``/v1/messages/count_tokens`` answers no chat and passes through unrecorded.
+MESSAGES_SUFFIX = "/v1/messages"
+
+
+def recorded_path(path: str) -> bool:
+    """Whether an exchange on ``path`` is a chat exchange the proxy keeps a copy of."""
+    path = path.rstrip("/")
+    return path in RECORDED_PATHS or path.endswith(MESSAGES_SUFFIX)
+
+
 # httpcore's errors have no common base: the ones an upstream exchange can end with.
 UPSTREAM_ERRORS = (
     httpcore.NetworkError,
@@ -95,6 +107,11 @@ class Exchange:
     @property
     def streamed(self) -> bool:
         return self.content_type.lower().startswith("text/event-stream")
+
+    @property
+    def protocol(self) -> str:
+        """ "anthropic" for a Messages API exchange, else "openai" (chat completions)."""
+        return "anthropic" if self.path.rstrip("/").endswith(MESSAGES_SUFFIX) else "openai"
 
 
 class RecordingProxy:
@@ -146,7 +163,7 @@ class RecordingProxy:
         query = scope.get("query_string") or b""
         url = self.upstream + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         method = scope["method"]
-        recorded = method == "POST" and scope["path"].rstrip("/") in RECORDED_PATHS
+        recorded = method == "POST" and recorded_path(scope["path"])
         exchange = Exchange(method, scope["path"], time.time(), bytes(body)) if recorded else None
         started = time.perf_counter()
         request = httpcore.Request(method, url, headers=headers, content=bytes(body), extensions={"timeout": TIMEOUTS})

@@ -225,6 +225,27 @@ class _Conversion:
             body["parallel_tool_calls"] = False
 
 
+def openai_tool_choice(choice: Any) -> str | dict[str, Any] | None:
+    """R7 alone: the OpenAI form of a Messages API ``tool_choice`` (None when it has none)."""
+    if not isinstance(choice, dict):
+        return None
+    body: dict[str, Any] = {}
+    _Conversion().tool_choice(choice, body)
+    found = body.get("tool_choice")
+    return found if isinstance(found, str | dict) else None
+
+
+def messages_tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    """R7 backwards, for a mode that sets ``tool_choice`` (given in the OpenAI form) on an Anthropic
+    request: "required" -> ``any``, "auto" / "none" as they are, a named function -> ``tool``."""
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        return {"type": "tool", "name": str(name)}
+    back = {value: key for key, value in _TOOL_CHOICE.items()}
+    return {"type": back[choice]} if choice in back else {"type": "tool", "name": choice}
+
+
 def _blocks(content: Any) -> list[Any]:
     return content if isinstance(content, list) else [content]
 
