@@ -42,5 +42,11 @@ def built_models_dir() -> Path:
     """Where ``harness build-model`` writes the default model (see the module docstring)."""
     if os.environ.get(MODELS_DIR_ENV):
         return Path(os.environ[MODELS_DIR_ENV]).expanduser().resolve()
+    return user_cache_dir() / "models"
+
+
+def user_cache_dir() -> Path:
+    """The per-user folder for what the harness builds or installs (models, client packages):
+    ``$XDG_CACHE_HOME/mlx-migration-harness``, else ``~/.cache/mlx-migration-harness``."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser().resolve() / "mlx-migration-harness" / "models"
+    return Path(cache).expanduser().resolve() / "mlx-migration-harness"
