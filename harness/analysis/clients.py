@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.checks.toolcalls import canonical_arguments
 from harness.analysis.summary import row_failures
+from harness.checks.toolcalls import canonical_arguments
 from harness.clients.answers import ClientReplay, ClientResult
 
 RAISES = "raises"
@@ -57,6 +57,8 @@ class ClientBreak:
     requests: int
     checks: list[str] = field(default_factory=list)  # the findings of those answers
     example: str = ""
+    # Each breaking answer: (answer file, turn, what the client lost), for the report's drill-down.
+    answers: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -116,10 +118,11 @@ def judge(
         details.append(
             f"got {_calls_text(got.tool_calls)} streamed, {_calls_text(plain.tool_calls)} from the non-streamed answer"
         )
-    if reference is not None and not reference.error and reference.tool_calls and not got.tool_calls:
-        if LOSES_TOOL_CALLS not in effects:
-            effects.append(LOSES_TOOL_CALLS)
-            details.append(f"got no tool call; from the reference's answer it got {_calls_text(reference.tool_calls)}")
+    reference_calls = reference.tool_calls if reference is not None and not reference.error else []
+    if reference_calls and not got.tool_calls and LOSES_TOOL_CALLS not in effects:
+        # e.g. the call came back as text where the reference's answer carried it
+        effects.append(LOSES_TOOL_CALLS)
+        details.append(f"got no tool call; from the reference's answer it got {_calls_text(reference_calls)}")
     content = row["content"] if isinstance(row["content"], str) else None
     if _sha(got.text) != (row["content_sha"] or _sha(content)):
         effects.append(LOSES_TEXT)
@@ -140,7 +143,8 @@ def _plain_variant(variant: str) -> str | None:
     return ",".join("no-stream" if part == "stream" else part for part in parts)
 
 
-def _mode(variant: str) -> str:
+def mode_label(variant: str) -> str:
+    """A scenario mode as the verdict names it: ``stream,auto`` for ``stream,tool_choice=auto``."""
     return variant.replace("tool_choice=", "") or "default"
 
 
@@ -221,6 +225,7 @@ def client_verdicts(
                     )
                     group.breaking += 1
                     group.checks = sorted({*group.checks, *checks})
+                    group.answers.append((row["answer"], int(row["turn"]), mine.detail))
                 else:
                     tolerated.update(dict.fromkeys(checks))
         for group in groups.values():
@@ -232,7 +237,7 @@ def client_verdicts(
 
 
 def break_text(group: ClientBreak) -> str:
-    where = f"{group.scenario} [{_mode(group.variant)}]"
+    where = f"{group.scenario} [{mode_label(group.variant)}]"
     checks = f" ({', '.join(f'`{c}`' for c in group.checks)})" if group.checks else " (no check failed)"
     return f"{group.effect} on {where}: {group.breaking} of {group.requests} requests{checks}"
 
@@ -251,7 +256,6 @@ def verdict_text(verdict: ClientVerdict, max_groups: int = 3) -> str:
         )
     shown = "; ".join(break_text(group) for group in verdict.breaks[:max_groups])
     more = len(verdict.breaks) - max_groups
-    return (
-        f"{verdict.client}: **breaks** on {verdict.breaking} of {verdict.compared} answers — {shown}"
-        + (f"; and {more} more" if more > 0 else "")
+    return f"{verdict.client}: **breaks** on {verdict.breaking} of {verdict.compared} answers — {shown}" + (
+        f"; and {more} more" if more > 0 else ""
     )

@@ -7,7 +7,8 @@ which tolerate it. Findings that break a client come first, cosmetic ones last.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from harness.analysis.clients import ClientVerdict, Weighing, client_verdicts
+
+from harness.analysis.clients import ClientVerdict, Weighing, client_verdicts, mode_label
 from harness.analysis.summary import Summary, Verdict, row_failures
 from harness.checks import catalogue
 
@@ -122,7 +123,7 @@ def where_text(turns: list[tuple[str, str, int]]) -> str:
         modes.setdefault((scenario, variant), []).append(turn)
     named = []
     for (scenario, variant), numbers in list(modes.items())[:MAX_MODES_NAMED]:
-        mode = variant.replace("tool_choice=", "") or "default"
+        mode = mode_label(variant)
         label = "turn" if len(set(numbers)) == 1 else "turns"
         named.append(f"{scenario} [{mode}] {label} {_ranges(numbers)}")
     more = len(modes) - MAX_MODES_NAMED
@@ -136,13 +137,11 @@ def _answers(n: int) -> str:
 def _clients_text(finding: Finding, skipped: list[str]) -> str:
     parts = []
     if finding.breaks:
-        parts.append(
-            "**breaks** " + ", ".join(f"{c} ({finding.clients[c][0]} of {finding.clients[c][1]})" for c in finding.breaks)
-        )
+        counts = finding.clients
+        parts.append("**breaks** " + ", ".join(f"{c} ({counts[c][0]} of {counts[c][1]})" for c in finding.breaks))
     if finding.tolerated_by:
         parts.append(
-            "tolerated by "
-            + ", ".join(f"{c} ({_answers(finding.clients[c][1])})" for c in finding.tolerated_by)
+            "tolerated by " + ", ".join(f"{c} ({_answers(finding.clients[c][1])})" for c in finding.tolerated_by)
         )
     if not parts:
         parts.append("not replayed into a client" if not skipped else "no replayed client read these answers")

@@ -799,7 +799,9 @@ def render_markdown() -> str:
             continue
         out += [f"## {family}.* — {title}", ""]
         out += [
-            f"- [`{doc.name}`](#{doc.anchor})" + (" (note)" if doc.note else "") + (" (cosmetic)" if doc.cosmetic else "")
+            f"- [`{doc.name}`](#{doc.anchor})"
+            + (" (note)" if doc.note else "")
+            + (" (cosmetic)" if doc.cosmetic else "")
             for doc in docs
         ]
         out.append("")

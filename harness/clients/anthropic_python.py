@@ -46,7 +46,9 @@ def replay(answer: CapturedAnswer) -> ClientResult:
 
     result = ClientResult(answer.key, NAME)
     with httpx2.Client(transport=replay_transport(answer, httpx2)) as http:
-        client = anthropic.Anthropic(api_key="replay", base_url="http://replay.invalid", http_client=http, max_retries=0)
+        client = anthropic.Anthropic(
+            api_key="replay", base_url="http://replay.invalid", http_client=http, max_retries=0
+        )
         if not answer.stream:
             try:
                 _read_message(result, client.messages.create(model="replay", max_tokens=64, messages=_MESSAGES))

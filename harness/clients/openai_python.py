@@ -1,15 +1,17 @@
 """The ``openai`` Python package as a client under replay.
 
-The client is pointed at an ``httpx.MockTransport`` that answers with the captured bytes, so its own
+The client is pointed at a mock transport (of ``httpx2``, the HTTP package openai 3 is built on, or
+``httpx`` for older releases) that answers with the captured bytes, so its own
 code reads them: ``chat.completions.create`` parses a non-streamed body into a ``ChatCompletion``,
 and ``chat.completions.stream`` (the SDK's stream helper) parses the SSE events and assembles the
 chunks into the final completion, tool calls included. A cut answer is replayed as the transport
-ended it: the bytes that came, then ``httpx.RemoteProtocolError``. Arguments are parsed with
+ended it: the bytes that came, then ``RemoteProtocolError``. Arguments are parsed with
 ``json.loads`` as an application does; a call whose arguments do not parse keeps the raw string.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -26,6 +28,15 @@ def version() -> str:
     import openai
 
     return str(openai.__version__)
+
+
+def _http_package() -> ModuleType:
+    """The HTTP package the installed openai is built on: ``httpx2`` from openai 3, else ``httpx``."""
+    try:
+        import httpx2
+    except ImportError:
+        return httpx
+    return httpx2
 
 
 def _read_message(result: ClientResult, completion: Any) -> None:
@@ -50,7 +61,8 @@ def replay(answer: CapturedAnswer) -> ClientResult:
     import openai
 
     result = ClientResult(answer.key, NAME)
-    with httpx.Client(transport=replay_transport(answer)) as http:
+    transport = _http_package()
+    with transport.Client(transport=replay_transport(answer, transport)) as http:
         client = openai.OpenAI(api_key="replay", base_url="http://replay.invalid/v1", http_client=http, max_retries=0)
         if not answer.stream:
             try:

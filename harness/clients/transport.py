@@ -2,8 +2,9 @@
 (ended by the transport error that ended them, where one did), and reading a result the way an
 application does.
 
-The transport is built from the HTTP package the client itself uses: ``openai`` takes an
-``httpx.Client``, ``anthropic`` 2.x its fork ``httpx2`` (same API, and it refuses the other's objects).
+The transport is built from the HTTP package the client itself uses: ``openai`` 3 and ``anthropic`` 2
+are built on ``httpx2`` (httpx's fork, same API; anthropic refuses httpx objects), older releases on
+``httpx``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from harness.clients.answers import CapturedAnswer
 def replay_transport(answer: CapturedAnswer, http: ModuleType = httpx) -> Any:
     """A mock transport of package ``http`` whose every response is ``answer``."""
 
-    class ReplayStream(http.SyncByteStream):  # type: ignore[name-defined,misc]
+    class ReplayStream(http.SyncByteStream):  # type: ignore[name-defined]
         def __iter__(self) -> Iterator[bytes]:
             if answer.body:
                 yield answer.body
@@ -63,5 +64,6 @@ def describe(exc: BaseException) -> str:
         return type(exc).__name__
     frame = frames[-1]
     parts = Path(frame.filename).parts
-    where = "/".join(parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else Path(frame.filename).name
+    inside = parts[parts.index("site-packages") + 1 :] if "site-packages" in parts else parts[-1:]
+    where = "/".join(inside)
     return f"{type(exc).__name__} at {where}:{frame.lineno}"

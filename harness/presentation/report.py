@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.run_folder import load_run
 from harness.analysis.clients import verdict_text
 from harness.analysis.findings import finding_text, headline_client_text, merged, server_findings, skipped_clients
+from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, Summary
 from harness.core.formatting import fmt_bytes, fmt_value, is_nan
 from harness.presentation.comparison import (
@@ -33,6 +33,7 @@ from harness.presentation.evidence import evidence_blocks, linked, named_checks,
 from harness.presentation.render import render_html, render_markdown
 from harness.presentation.sections import (
     bound_blocks,
+    client_blocks,
     counters_text,
     damage_blocks,
     eviction_blocks,
@@ -319,6 +320,7 @@ def _extra_sections(
         + growth_blocks(frame, servers, run_meta, (images or {}).get("growth_per_turn"))
         + eviction_blocks(frame, servers, run_meta)
         + damage_blocks(frame, servers)
+        + client_blocks(summary, server_findings(summary))
     )
 
 

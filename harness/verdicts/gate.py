@@ -335,9 +335,9 @@ def client_gates(summary: Summary, servers: list[str], clients: list[str]) -> li
             subject = f"{server} read by {client}"
             verdict = verdicts.get(client)
             if verdict is None or verdict.skipped:
-                why = verdict.skipped if verdict else "not compared with the reference (no verdict for this server)"
                 status = summary.clients.status(client)
-                why = (status.skipped if status and status.skipped else why) or "not replayed in this run"
+                why = (verdict.skipped if verdict else None) or (status.skipped if status else None) or ""
+                why = why or "not replayed in this run"
                 results.append(GateResult("clients.breaking", subject, "not replayed", threshold, False, why))
                 continue
             if not verdict.compared:

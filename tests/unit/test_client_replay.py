@@ -11,6 +11,7 @@ node and npm; where they cannot install it, those tests are skipped with the rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,8 @@ def body(content: str | None, calls: list[dict[str, Any]] | None = None) -> str:
     finish = "tool_calls" if calls else "stop"
     usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
     choice = {"index": 0, "message": message, "finish_reason": finish}
-    return json.dumps(
-        {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice], "usage": usage}
-    )
+    top = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m"}
+    return json.dumps({**top, "choices": [choice], "usage": usage})
 
 
 def call(path: str) -> dict[str, Any]:
@@ -80,9 +80,8 @@ def call(path: str) -> dict[str, Any]:
 
 def text_stream(text: str) -> str:
     first, rest = text[:2], text[2:]
-    return sse(
-        chunk({"role": "assistant", "content": first}), chunk({"content": rest}), chunk({}, "stop"), usage_chunk(), "[DONE]"
-    )
+    opening = chunk({"role": "assistant", "content": first})
+    return sse(opening, chunk({"content": rest}), chunk({}, "stop"), usage_chunk(), "[DONE]")
 
 
 def tool_stream(path: str) -> str:
@@ -112,7 +111,7 @@ HERMES_MARKUP_AS_TEXT = sse(
     "[DONE]",
 )
 TOOL_DELTA_WITHOUT_INDEX = sse(
-    chunk({"role": "assistant", "tool_calls": [{k: v for k, v in call("b.py").items()}]}),
+    chunk({"role": "assistant", "tool_calls": [call("b.py")]}),
     chunk({}, "tool_calls"),
     usage_chunk(),
     "[DONE]",
@@ -134,7 +133,8 @@ def checked_row(run_dir: Path, server: str, turn: int, stream: bool, raw: str, e
     """The row of one answer as the run builds it: the real answer reading and checks, the raw bytes
     kept under answers/."""
     path = TURNS[turn][0]
-    expect = Expect.model_validate({"tool_calls": [{"name": "Read", "arguments": {"file_path": path}}]}) if path else None
+    expected = {"tool_calls": [{"name": "Read", "arguments": {"file_path": path}}]}
+    expect = Expect.model_validate(expected) if path else None
     request = PlannedRequest("tools", turn, [{"role": "user", "content": "go"}], [READ], {}, stream, "auto", expect)
     reader = None
     if stream:
@@ -157,7 +157,7 @@ def checked_row(run_dir: Path, server: str, turn: int, stream: bool, raw: str, e
         error=error,
         finish_reason=answer.finish_reason,
         content=answer.content,
-        content_sha=__import__("hashlib").sha256((answer.content or "").encode()).hexdigest()[:16],
+        content_sha=hashlib.sha256((answer.content or "").encode()).hexdigest()[:16],
         tool_calls=answer.tool_calls,
         checks_failed=outcome.failed,
         check_evidence=outcome.evidence,
@@ -244,12 +244,15 @@ def anthropic_events(cut_before_tool: bool = False) -> str:
         event("content_block_stop", {"index": 0}),
     ]
     tool = {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}
+    usage = {"output_tokens": 9}
     rest = [
         event("content_block_start", {"index": 1, "content_block": tool}),
-        event("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"file_'}}),
-        event("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": 'path":"a.py"}'}}),
+        *[
+            event("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": part}})
+            for part in ('{"file_', 'path":"a.py"}')
+        ],
         event("content_block_stop", {"index": 1}),
-        event("message_delta", {"delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 9}}),
+        event("message_delta", {"delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": usage}),
         event("message_stop", {}),
     ]
     return "".join(text) + ("" if cut_before_tool else "".join(rest))
