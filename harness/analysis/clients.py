@@ -186,6 +186,42 @@ class Weighing:
         return self.by_key.get((self.reference, _key(row))) or []
 
 
+@dataclass
+class Judged:
+    """One answer of a server read by one client, next to the reference's answer to the same request."""
+
+    row: Any
+    checks: list[str]  # the checks it fails where the reference passes
+    judgement: Judgement
+    broke: bool  # the client breaks on it and not on the reference's answer
+    culprits: list[str] = field(default_factory=list)  # the checks the break is put down to
+
+
+def judged_answers(
+    weighing: Weighing, server: str, client: str, new_checks: dict[tuple[str, str, int], set[str]]
+) -> list[Judged]:
+    """Every answer of ``server`` that ``client`` read, with a replayed reference answer. A break is
+    put down to the answer's checks that the client never tolerates elsewhere in the run (a role
+    repeated on an answer that also lost its call did not break anything); where it tolerates each
+    of them elsewhere, to all of them together."""
+    judged: list[Judged] = []
+    for (owner, key), rows in weighing.by_key.items():
+        ref_rows = weighing.by_key.get((weighing.reference, key)) or [] if owner == server else []
+        theirs = weighing.judgement(ref_rows[0], client, regression=False) if ref_rows else None
+        if theirs is None:
+            continue
+        for row in rows:
+            checks = sorted(new_checks.get(key[:3], set()) & set(row_failures(row)))
+            mine = weighing.judgement(row, client, regression=bool(checks))
+            if mine is not None:
+                judged.append(Judged(row, checks, mine, mine.breaking and not theirs.breaking))
+    tolerated = {check for item in judged if not item.broke for check in item.checks}
+    for item in judged:
+        if item.broke:
+            item.culprits = [c for c in item.checks if c not in tolerated] or list(item.checks)
+    return judged
+
+
 def client_verdicts(
     weighing: Weighing, server: str, new_checks: dict[tuple[str, str, int], set[str]]
 ) -> list[ClientVerdict]:
@@ -200,39 +236,24 @@ def client_verdicts(
             continue
         groups: dict[tuple[str, str, str], ClientBreak] = {}
         requests: dict[tuple[str, str], int] = {}
-        tolerated: dict[str, None] = {}
-        for (owner, key), rows in weighing.by_key.items():
-            if owner != server:
-                continue
-            ref_rows = weighing.by_key.get((weighing.reference, key)) or []
-            if not ref_rows or weighing.result(ref_rows[0], client) is None:
-                continue
-            for row in rows:
-                if weighing.result(row, client) is None:
-                    continue
-                checks = sorted(new_checks.get(key[:3], set()) & set(row_failures(row)))
-                mine = weighing.judgement(row, client, regression=bool(checks))
-                theirs = weighing.judgement(ref_rows[0], client, regression=False)
-                if mine is None or theirs is None:
-                    continue
-                verdict.compared += 1
-                mode = (row["scenario"], row["variant"])
-                requests[mode] = requests.get(mode, 0) + 1
-                if mine.breaking and not theirs.breaking:
-                    group = groups.setdefault(
-                        (mine.effects[0], *mode),
-                        ClientBreak(mine.effects[0], row["scenario"], row["variant"], 0, 0, example=mine.detail),
-                    )
-                    group.breaking += 1
-                    group.checks = sorted({*group.checks, *checks})
-                    group.answers.append((row["answer"], int(row["turn"]), mine.detail))
-                else:
-                    tolerated.update(dict.fromkeys(checks))
+        judged = judged_answers(weighing, server, client, new_checks)
+        for item in judged:
+            row, mine = item.row, item.judgement
+            mode = (row["scenario"], row["variant"])
+            requests[mode] = requests.get(mode, 0) + 1
+            if item.broke:
+                effect = mine.effects[0]
+                group = groups.setdefault((effect, *mode), ClientBreak(effect, *mode, 0, 0, example=mine.detail))
+                group.breaking += 1
+                group.checks = sorted({*group.checks, *item.culprits})
+                group.answers.append((row["answer"], int(row["turn"]), mine.detail))
+        verdict.compared = len(judged)
         for group in groups.values():
             group.requests = requests[(group.scenario, group.variant)]
         verdict.breaks = sorted(groups.values(), key=lambda g: (EFFECTS.index(g.effect), -g.breaking))
-        broken = {check for group in verdict.breaks for check in group.checks}
-        verdict.tolerated = [check for check in tolerated if check not in broken]
+        culprits = {check for item in judged for check in item.culprits}
+        tolerated = {check: None for item in judged if not item.broke for check in item.checks}
+        verdict.tolerated = [check for check in tolerated if check not in culprits]
     return verdicts
 
 

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.analysis.clients import ClientVerdict, Weighing, client_verdicts, mode_label
-from harness.analysis.summary import Summary, Verdict, row_failures
+from harness.analysis.clients import ClientVerdict, Weighing, client_verdicts, judged_answers, mode_label
+from harness.analysis.summary import Summary, Verdict
 from harness.checks import catalogue
 
 MAX_MODES_NAMED = 3  # scenario modes named in a finding's "where"; the rest are counted
+
+
+@dataclass
+class ClientCounts:
+    """One client on the answers failing one check: how many it read, broke on (the break put down
+    to this check) and read as it reads the reference's answer."""
+
+    answers: int = 0
+    broken: int = 0
+    tolerated: int = 0
 
 
 @dataclass
@@ -21,16 +31,15 @@ class Finding:
     turns: list[tuple[str, str, int]]  # (scenario, variant, turn) where it fails and the reference passes
     example: str
     cosmetic: bool
-    # client -> (answers it breaks on, answers replayed) among the answers failing the check
-    clients: dict[str, tuple[int, int]] = field(default_factory=dict)
+    clients: dict[str, ClientCounts] = field(default_factory=dict)
 
     @property
     def breaks(self) -> list[str]:
-        return [client for client, (broken, _n) in self.clients.items() if broken]
+        return [client for client, counts in self.clients.items() if counts.broken]
 
     @property
     def tolerated_by(self) -> list[str]:
-        return [client for client, (broken, n) in self.clients.items() if n and not broken]
+        return [client for client, counts in self.clients.items() if counts.tolerated and not counts.broken]
 
 
 @dataclass
@@ -83,23 +92,17 @@ def server_findings(summary: Summary) -> dict[str, ServerFindings]:
 
 
 def _weigh(weighing: Weighing, server: str, checks: dict[tuple[str, str, int], set[str]], grouped: dict) -> None:
-    """Fills each finding's per-client counts: answers failing the check, broken or read the same."""
+    """Fills each finding's per-client counts: answers failing the check that the client breaks on
+    (the break put down to it) or reads as it reads the reference's answer."""
     for client in weighing.replay.ran:
-        for (owner, key), rows in weighing.by_key.items():
-            failing_here = checks.get(key[:3])
-            if owner != server or not failing_here:
-                continue
-            ref_rows = weighing.reference_rows(rows[0])
-            theirs = weighing.judgement(ref_rows[0], client, regression=False) if ref_rows else None
-            for row in rows:
-                failed = failing_here & set(row_failures(row))
-                mine = weighing.judgement(row, client, regression=bool(failed))
-                if mine is None or not failed:
-                    continue
-                broke = mine.breaking and not (theirs is not None and theirs.breaking)
-                for check in failed:
-                    broken, n = grouped[check].clients.get(client, (0, 0))
-                    grouped[check].clients[client] = (broken + int(broke), n + 1)
+        for item in judged_answers(weighing, server, client, checks):
+            for check in item.checks:
+                counts = grouped[check].clients.setdefault(client, ClientCounts())
+                counts.answers += 1
+                if check in item.culprits:
+                    counts.broken += 1
+                elif not item.broke:
+                    counts.tolerated += 1
 
 
 def _ranges(turns: list[int]) -> str:
@@ -138,10 +141,12 @@ def _clients_text(finding: Finding, skipped: list[str]) -> str:
     parts = []
     if finding.breaks:
         counts = finding.clients
-        parts.append("**breaks** " + ", ".join(f"{c} ({counts[c][0]} of {counts[c][1]})" for c in finding.breaks))
+        parts.append(
+            "**breaks** " + ", ".join(f"{c} ({counts[c].broken} of {counts[c].answers})" for c in finding.breaks)
+        )
     if finding.tolerated_by:
         parts.append(
-            "tolerated by " + ", ".join(f"{c} ({_answers(finding.clients[c][1])})" for c in finding.tolerated_by)
+            "tolerated by " + ", ".join(f"{c} ({_answers(finding.clients[c].tolerated)})" for c in finding.tolerated_by)
         )
     if not parts:
         parts.append("not replayed into a client" if not skipped else "no replayed client read these answers")
@@ -153,7 +158,8 @@ def merged(findings: list[Finding]) -> list[list[Finding]]:
     fails four checks at once: one line says so), in the order of the first of each."""
     groups: dict[tuple, list[Finding]] = {}
     for finding in findings:
-        key = (tuple(finding.turns), tuple(sorted(finding.clients.items())), finding.cosmetic)
+        counts = tuple(sorted((client, c.broken, c.tolerated) for client, c in finding.clients.items()))
+        key = (tuple(finding.turns), counts, finding.cosmetic)
         groups.setdefault(key, []).append(finding)
     return list(groups.values())
 
