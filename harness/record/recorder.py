@@ -33,6 +33,7 @@ from harness.checks import conformance
 from harness.core.rows import RESULTS_FILE, ResultRow, ResultWriter
 from harness.models.tokens import TokenCounter
 from harness.record.proxy import Exchange
+from harness.run.captures import mask_written
 from harness.run.meta import RunMeta, machine_info, package_versions
 from harness.run.request import RequestContext, RequestExecutor, redact_row
 from harness.scenario.definition import RequestKinds, Scenario, recorded_request
@@ -239,6 +240,7 @@ class Recorder:
         row.model = str(body.get("model")) if body.get("model") is not None else None
         for secret in secrets:
             row = redact_row(row, secret)
+        mask_written(self.run_dir, row, secrets)
         executor.finish(row, _EMPTY, _EMPTY, None)
         line: dict[str, Any] = {"request": recorded.request, "response": recorded.response}
         if recorded.notes:

@@ -118,6 +118,21 @@ def write_answer(run_dir: Path, row: ResultRow, captured: CapturedResponse, secr
     return name
 
 
+def mask_written(run_dir: Path, row: ResultRow, secrets: list[str]) -> None:
+    """Masks ``secrets`` in the files written for ``row`` (its answer and its capture): for secrets
+    only the caller knows, such as the keys the recording proxy saw."""
+    paths = [Path(run_dir) / row.answer] if row.answer else []
+    if row.capture:
+        paths += [path for path in (Path(run_dir) / row.capture).iterdir() if path.is_file()]
+    for path in dict.fromkeys(paths):
+        data = path.read_bytes()
+        masked = data
+        for secret in secrets:
+            masked = mask(masked, secret)
+        if masked != data:
+            path.write_bytes(masked)
+
+
 @dataclass(frozen=True)
 class Capture:
     request: bytes
