@@ -386,3 +386,12 @@ def test_cosmetic_checks_are_tolerated_by_the_replayed_clients(ai_sdk_ready: Non
     for result in results:
         got = (result.text, [c["name"] for c in result.tool_calls], result.finish_reason)
         assert result.error is None and got == expected[result.answer], (result.client, result.answer)
+
+
+def test_gate_setting_names_clients() -> None:
+    from harness.core.errors import ConfigError
+    from harness.verdicts.gate import gate_settings
+
+    assert gate_settings({"clients": ["ai-sdk"]})["clients"] == ["ai-sdk"]
+    with pytest.raises(ConfigError, match="'clients'.*must be a list of names"):
+        gate_settings({"clients": "ai-sdk"})
