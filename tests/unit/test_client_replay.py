@@ -393,5 +393,5 @@ def test_gate_setting_names_clients() -> None:
     from harness.verdicts.gate import gate_settings
 
     assert gate_settings({"clients": ["ai-sdk"]})["clients"] == ["ai-sdk"]
-    with pytest.raises(ConfigError, match="'clients'.*must be a list of names"):
+    with pytest.raises(ConfigError, match=r"'clients'.*must be a list of names"):
         gate_settings({"clients": "ai-sdk"})
