@@ -62,6 +62,9 @@ class CheckDoc:
     why: str
     example: Example | str
     note: bool = False  # a documented quirk that is reported but is not a failure
+    # Cosmetic by nature: a metadata field of the answer that clients do not read to build their
+    # result (text, tool calls, finish reason). The client replay still decides per client.
+    cosmetic: bool = False
 
     @property
     def anchor(self) -> str:
@@ -275,18 +278,21 @@ CHECKS: list[CheckDoc] = [
         "The completion has no `id`.",
         "Clients and proxies log, deduplicate and trace answers by id; the openai types require it.",
         Example(_body(drop=("id",))),
+        cosmetic=True,
     ),
     CheckDoc(
         "schema.created_missing",
         "The completion has no `created` timestamp.",
         "The openai types require it; strict clients fail validation.",
         Example(_body(drop=("created",))),
+        cosmetic=True,
     ),
     CheckDoc(
         "schema.model_missing",
         "The completion has no `model`.",
         "The openai types require it; clients that route or bill by model cannot.",
         Example(_body(drop=("model",))),
+        cosmetic=True,
     ),
     CheckDoc(
         "schema.object_wrong",
@@ -363,6 +369,7 @@ CHECKS: list[CheckDoc] = [
             ),
             stream=True,
         ),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.chunk_created_missing",
@@ -375,6 +382,7 @@ CHECKS: list[CheckDoc] = [
             ),
             stream=True,
         ),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.chunk_model_missing",
@@ -387,11 +395,15 @@ CHECKS: list[CheckDoc] = [
             ),
             stream=True,
         ),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.chunk_object_wrong",
         'A stream chunk\'s `object` is not "chat.completion.chunk".',
-        'Clients that dispatch on `object` drop the chunk (the legacy server\'s cache replay says "text_completion").',
+        "Clients that dispatch on `object` drop the chunk: the openai package's stream helper "
+        "(`chat.completions.stream`) skips every chunk that is not a `chat.completion.chunk`, so an answer "
+        'whose chunks all say "text_completion" (the legacy server\'s) reaches it empty and it raises. '
+        "On a usage-only chunk after the finish chunk the client replay finds no client that loses anything.",
         Example(
             _sse(_chunk({"role": "assistant", "content": "Hi"}, "stop", object="text_completion"), "[DONE]"),
             stream=True,
@@ -525,6 +537,7 @@ CHECKS: list[CheckDoc] = [
         "`delta.role` in more than one chunk.",
         "A client that starts a new message on each role delta splits one answer in two.",
         Example(_stream(_chunk({"role": "assistant", "content": "Hi"})), stream=True),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.tool_name_not_once",
@@ -911,6 +924,13 @@ CHECKS: list[CheckDoc] = [
 
 BY_NAME: dict[str, CheckDoc] = {doc.name: doc for doc in CHECKS}
 
+COSMETIC_TEXT = (
+    "**Cosmetic.** The openai Python client and the AI SDK build the same text, tool calls and finish "
+    "reason from this answer as from a conformant one (a unit test replays the example above through "
+    "them); a strict validator may still reject it. The client replay of a run decides per client "
+    "(docs/clients.md)."
+)
+
 
 def entry(name: str) -> CheckDoc | None:
     return BY_NAME.get(name)
@@ -960,9 +980,11 @@ def example_lines(doc: CheckDoc) -> list[str]:
 
 
 def entry_markdown(doc: CheckDoc, level: int = 3) -> str:
-    kind = " (note)" if doc.note else ""
+    kind = " (note)" if doc.note else (" (cosmetic)" if doc.cosmetic else "")
     lines = [f'<a id="{doc.anchor}"></a>', "", f"{'#' * level} `{doc.name}`{kind}", "", doc.meaning, ""]
     lines += [f"**Why a client cares.** {doc.why}", ""]
+    if doc.cosmetic:
+        lines += [COSMETIC_TEXT, ""]
     lines += example_lines(doc)
     return "\n".join(lines)
 
@@ -977,7 +999,8 @@ def render_markdown() -> str:
         "`harness checks-doc`; do not edit by hand (a unit test fails when this file is stale, "
         "another runs every example below through the checks).",
         "",
-        "A check fails a request; a note is a documented quirk, reported but not failed.",
+        "A check fails a request; a note is a documented quirk, reported but not failed. A cosmetic "
+        "check is about a field no replayed client reads to build its result.",
         "",
     ]
     for family, title in FAMILIES.items():
@@ -985,7 +1008,12 @@ def render_markdown() -> str:
         if not docs:
             continue
         out += [f"## {family}.* — {title}", ""]
-        out += [f"- [`{doc.name}`](#{doc.anchor})" + (" (note)" if doc.note else "") for doc in docs]
+        out += [
+            f"- [`{doc.name}`](#{doc.anchor})"
+            + (" (note)" if doc.note else "")
+            + (" (cosmetic)" if doc.cosmetic else "")
+            for doc in docs
+        ]
         out.append("")
         for doc in docs:
             out += [entry_markdown(doc), ""]

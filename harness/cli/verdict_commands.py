@@ -1,6 +1,7 @@
 """Verdicts on a run folder, as `harness` subcommands:
 
-    harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails
+    harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails;
+                 [--client ai-sdk]                 with the client replay's verdict for that client
     harness gate RUN_DIR --write-expectations F    the run's behaviour failures as the known ones of F
     harness claims README.md --run RUN_DIR          each claim of a file (tables, bullet points, sentences):
                                                     confirmed / refuted / not comparable / not measured
@@ -35,17 +36,21 @@ def load_gate_settings(config_file: str | None = None) -> GateSettings:
 
 
 def run_gate(
-    run_dir: str | Path, config_file: str | None = None, baseline: str | None = None
+    run_dir: str | Path, config_file: str | None = None, baseline: str | None = None, clients: list[str] | None = None
 ) -> tuple[list[GateResult], str]:
-    """The gate results and the printed text (one line per gate, then the verdict)."""
-    results = gate_run(run_dir, load_gate_settings(config_file), baseline)
+    """The gate results and the printed text (one line per gate, then the verdict). ``clients``:
+    the clients gated on the client replay, in place of the configured ones."""
+    settings = load_gate_settings(config_file)
+    if clients:
+        settings = settings.model_copy(update={"clients": clients})
+    results = gate_run(run_dir, settings, baseline)
     return results, "\n".join([*(r.line() for r in results), verdict_line(results)])
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
     if args.write_expectations:
         return write_expectations_file(args.run_dir, args.write_expectations)
-    results, text = run_gate(args.run_dir, args.config, args.baseline)
+    results, text = run_gate(args.run_dir, args.config, args.baseline, comma_list(",".join(args.client or [])))
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n", encoding="utf-8")
     print(text)
@@ -142,6 +147,13 @@ def register_commands(sub: Any) -> None:
         "--baseline", help="a saved run folder: no ratio may fall below it by more than max_baseline_regression_pct"
     )
     gate.add_argument("--json", metavar="FILE", help="also write the gate results as JSON")
+    gate.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="gate on a real client (openai-python, ai-sdk, anthropic-python; repeat or comma-separate): "
+        "fail where it breaks on an answer it reads fine from the reference (docs/clients.md)",
+    )
     gate.add_argument(
         "--write-expectations",
         metavar="FILE",

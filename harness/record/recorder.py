@@ -33,6 +33,7 @@ from harness.core.rows import RESULTS_FILE, ResultRow, ResultWriter
 from harness.core.sse import SSEReader
 from harness.models.tokens import TokenCounter
 from harness.record.proxy import Exchange
+from harness.run.captures import mask_written
 from harness.run.meta import RunMeta, machine_info, package_versions
 from harness.run.request import RequestContext, RequestExecutor, redact_row
 from harness.scenario import anthropic
@@ -264,6 +265,7 @@ class Recorder:
         row.model = str(body.get("model")) if body.get("model") is not None else None
         for secret in secrets:
             row = redact_row(row, secret)
+        mask_written(self.run_dir, row, secrets)
         executor.finish(row, _EMPTY, _EMPTY, None)
         line: dict[str, Any] = {"request": recorded.request, "response": recorded.response}
         if recorded.anthropic_request is not None:

@@ -54,6 +54,8 @@ class GateSettings(BaseModel):
     min_ratios: dict[str, float] = Field(default_factory=dict)
     scenarios: list[str] | None = None
     servers: list[str] | None = None
+    # Client libraries whose breaking answers fail the gate (harness.clients; e.g. ["ai-sdk"]).
+    clients: list[str] | None = None
     baseline: str | None = None
     max_baseline_regression_pct: Threshold | None = 25.0
     baseline_metrics: list[str] = Field(default_factory=lambda: ["speedup_first", "speedup_follow_up"])

@@ -40,7 +40,7 @@ from harness.capture.http import CapturedResponse, ReplayLimits, Timed, conversa
 from harness.checks import conformance, messages
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
-from harness.run.captures import needs_capture, write_capture
+from harness.run.captures import needs_capture, write_answer, write_capture
 from harness.run.pairs import StreamPairs
 from harness.scenario.definition import PlannedRequest, Scenario
 from harness.server.process import ServerProcess, describe_exit
@@ -398,6 +398,7 @@ class RequestExecutor:
             self.references.compare(row)
         if needs_capture(row):
             row.capture = write_capture(ctx.run_dir, row, timed.captured, url, spec.api_key)
+        row.answer = write_answer(ctx.run_dir, row, timed.captured, spec.api_key)
         return row
 
     def finish(

@@ -21,6 +21,9 @@ not gated itself. Answers served without generation are in no ratio (harness.ana
     baseline = "reports/<run-id>"          # a saved run; ratios may not fall below it by more than:
     max_baseline_regression_pct = 25
     baseline_metrics = ["speedup_first", "speedup_follow_up"]
+    clients = ["ai-sdk"]                   # real clients that may not break on an answer where they do
+                                           # not break on the reference's (the client replay,
+                                           # docs/clients.md); `harness gate --client NAME` sets it too
 
 The settings are typed and checked when the configuration loads (harness/run/gate_settings.py).
 A numeric gate set to ``false`` (or 0) is off. A part of the run that is missing (a server or a
@@ -258,6 +261,44 @@ def evaluate(
             results += _baseline_gates(summary, baseline, server, scenarios, settings)
     if settings.expectations:
         results += expectation_gates(summary, settings.expectations)
+    if settings.clients:
+        results += client_gates(summary, servers, settings.clients)
+    return results
+
+
+def client_gates(summary: Summary, servers: list[str], clients: list[str]) -> list[GateResult]:
+    """One line per server and named client: no answer on which the client breaks where it does not
+    break on the reference's answer to the same request (harness.analysis.clients)."""
+    from harness.analysis.clients import break_text
+    from harness.analysis.findings import server_findings
+    from harness.clients.replay import client_names
+
+    clients = client_names(clients)
+    threshold = "0 answers breaking the client"
+    if summary.clients is None:
+        why = "the run's answers were not replayed into clients: run `harness clients RUN_DIR` first"
+        return [GateResult("clients.breaking", ", ".join(clients), "not replayed", threshold, False, why)]
+    found = server_findings(summary)
+    results = []
+    for server in servers:
+        verdicts = {v.client: v for v in (found[server].clients if server in found else [])}
+        for client in clients:
+            subject = f"{server} read by {client}"
+            verdict = verdicts.get(client)
+            if verdict is None or verdict.skipped:
+                status = summary.clients.status(client)
+                why = (verdict.skipped if verdict else None) or (status.skipped if status else None) or ""
+                why = why or "not replayed in this run"
+                results.append(GateResult("clients.breaking", subject, "not replayed", threshold, False, why))
+                continue
+            if not verdict.compared:
+                results.append(
+                    GateResult("clients.breaking", subject, "not determined", threshold, False, "no answer compared")
+                )
+                continue
+            value = f"{verdict.breaking} of {verdict.compared} answers"
+            detail = break_text(verdict.breaks[0]) if verdict.breaks else ""
+            results.append(GateResult("clients.breaking", subject, value, threshold, not verdict.breaks, detail))
     return results
 
 

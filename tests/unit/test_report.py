@@ -189,7 +189,8 @@ def test_build_report_writes_everything(tmp_path):
     assert "| Metric | legacy | mlx-textgen | Improvement |" in md
     assert "**mlx-textgen: NOT a drop-in replacement for legacy**" in md
     # Check names link to their entries, which the report carries (it opens offline).
-    assert "tools [stream] turn 1: [`tool.calls_missing`](#tool.calls_missing)" in md
+    # One line per check: its count, where, what clients did (this run was not replayed).
+    assert "[`tool.calls_missing`](#tool.calls_missing) ×1 — tools [stream] turn 1 — not replayed into a client" in md
     assert '<a id="tool.calls_missing"></a>' in md
     # The error (turn 0 of repeat 1) comes before the lost tool call (turn 1) in turn order.
     assert "| tools | stream | PASS | FAIL ([request.error](#request.error) @ turn 0) |" in md
