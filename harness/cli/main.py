@@ -138,7 +138,7 @@ def _print_report(run_dir: Path) -> None:
     console = Console(highlight=False)
     console.print(console_table(summary, meta))
     for line in verdict_lines(summary):
-        console.print(plain_text(line), soft_wrap=True, markup=False)
+        console.print(plain_text(line), markup=False)  # wrapped at the terminal width, as the tables
 
 
 def cmd_checks_doc(args: argparse.Namespace) -> int:

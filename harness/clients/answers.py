@@ -16,14 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.rows import ResultRow
+from harness.core.rows import Protocol, ResultRow
 
 CLIENTS_FILE = "clients.jsonl"
 CLIENTS_META_FILE = "clients.json"
 
-# The wire protocols an answer can speak; each client declares the ones it reads.
-OPENAI_CHAT = "openai-chat"  # /v1/chat/completions
-ANTHROPIC_MESSAGES = "anthropic-messages"  # /v1/messages
+# The wire protocols an answer can speak, in the words of ResultRow.protocol; each client declares
+# the ones it reads.
+OPENAI_CHAT: Protocol = "openai"  # /v1/chat/completions
+ANTHROPIC_MESSAGES: Protocol = "anthropic"  # the Messages API
 
 
 @dataclass(frozen=True)
