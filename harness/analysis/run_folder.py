@@ -1,5 +1,5 @@
-"""Reading a run folder back: its rows summarised and its run.json, either of which may be missing
-(an interrupted run still has a report)."""
+"""Reading a run folder back: its rows summarised, its run.json and the client replay
+(clients.jsonl), any of which may be missing (an interrupted run still has a report)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.summary import Summary, summarize
+from harness.clients.answers import read_replay
 from harness.core.rows import RESULTS_FILE, RUN_FILE, read_rows
 
 
@@ -33,4 +34,5 @@ def load_run(
         headline=headline,
         like_for_like=run_meta.get("like_for_like_server"),
     )
+    summary.clients = read_replay(run_dir)
     return summary, run_meta

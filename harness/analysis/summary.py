@@ -24,6 +24,7 @@ import pandas as pd
 from harness.analysis import served
 from harness.analysis.stats import NAN, bootstrap_median_ci, clean, describe, ratio_ci
 from harness.checks.exchange import REJECTED
+from harness.clients.answers import ClientReplay
 from harness.core.rows import ResultRow, rows_frame
 
 DEFAULT_REFERENCE = "legacy"
@@ -164,6 +165,8 @@ class Summary:
     n_rows: int
     # The reference's like-for-like counterpart (same output length), when the run has one.
     like_for_like: str | None = None
+    # What real client libraries got from each answer (clients.jsonl), when the run was replayed.
+    clients: ClientReplay | None = None
 
     @property
     def others(self) -> list[str]:

@@ -20,7 +20,11 @@ from typing import Any
 
 import httpx
 
-from harness.capture.sse import SSEReader, delta_has_content, delta_has_output
+from harness.capture import anthropic_events
+from harness.core.sse import SSEReader, delta_has_content, delta_has_output
+
+# The APIs replay speaks (``harness.core.rows.Protocol``).
+OPENAI, ANTHROPIC = "openai", "anthropic"
 
 
 @dataclass
@@ -58,8 +62,12 @@ class Timed:
 
 def conversation_sha(body: dict[str, Any]) -> str:
     """What a response cache keys on: the request's messages and tools (not stream, max_tokens or
-    sampling), hashed; equal for two requests that carry the same conversation."""
-    key = json.dumps({"messages": body.get("messages"), "tools": body.get("tools")}, sort_keys=True)
+    sampling), hashed; equal for two requests that carry the same conversation. A Messages API
+    body's ``system`` (outside its messages) counts too."""
+    fields = {"messages": body.get("messages"), "tools": body.get("tools")}
+    if "system" in body:
+        fields["system"] = body["system"]
+    key = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
@@ -72,17 +80,43 @@ def encode_body(body: dict[str, Any]) -> bytes:
 
 
 def send(
-    client: httpx.Client, url: str, body: dict[str, Any], limits: ReplayLimits, headers: dict[str, str] | None = None
+    client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    limits: ReplayLimits,
+    headers: dict[str, str] | None = None,
+    protocol: str = OPENAI,
 ) -> Timed:
-    """Sends one chat-completions request and captures everything needed for the checks."""
+    """Sends one request (chat completions, or the Messages API for ``protocol`` "anthropic") and
+    captures everything needed for the checks."""
     content = encode_body(body)
     sent = {"Content-Type": "application/json", **(headers or {})}
-    timed = (_send_stream if body.get("stream") else _send_plain)(client, url, content, limits, sent)
+    if body.get("stream"):
+        timed = _send_stream(client, url, content, limits, sent, protocol)
+    else:
+        timed = _send_plain(client, url, content, limits, sent, protocol)
     timed.captured.request_body = content
     return timed
 
 
-def _send_plain(client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str]) -> Timed:
+def event_has_output(payload: dict[str, Any] | None, protocol: str = OPENAI) -> bool:
+    """Whether a stream event carries a generated token of any kind, in ``protocol``'s shape."""
+    return anthropic_events.event_has_output(payload) if protocol == ANTHROPIC else delta_has_output(payload)
+
+
+def event_has_content(payload: dict[str, Any] | None, protocol: str = OPENAI) -> bool:
+    """Whether a stream event (or a non-streamed body) carries visible text, in ``protocol``'s shape."""
+    if protocol != ANTHROPIC:
+        return delta_has_content(payload)
+    if isinstance(payload, dict) and payload.get("type") == "message":
+        blocks = payload.get("content")
+        return any(isinstance(b, dict) and b.get("type") == "text" and b.get("text") for b in blocks or [])
+    return anthropic_events.event_has_content(payload)
+
+
+def _send_plain(
+    client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str], protocol: str
+) -> Timed:
     started = time.perf_counter()
     timeout = httpx.Timeout(limits.request_timeout_s, connect=10.0)
     status: int | None = None
@@ -116,7 +150,11 @@ def _send_plain(client: httpx.Client, url: str, content: bytes, limits: ReplayLi
         # Nothing can be read before the whole body, so the first token (and any text) is seen when
         # the body is.
         return Timed(
-            captured, ttft_s=total, total_s=total, ttfb_s=first_byte, ttft_content_s=_plain_content_at(data, total)
+            captured,
+            ttft_s=total,
+            total_s=total,
+            ttfb_s=first_byte,
+            ttft_content_s=_plain_content_at(data, total, protocol),
         )
     except httpx.TimeoutException as exc:
         total = time.perf_counter() - started
@@ -136,23 +174,23 @@ def _send_plain(client: httpx.Client, url: str, content: bytes, limits: ReplayLi
             http_status=status,
             body=bytes(data),
             sse=None,
-            transport_error=_describe(exc),
+            transport_error=describe_transport_error(exc),
             stop_cause=None,
         )
         return Timed(captured, ttft_s=None, total_s=total, ttfb_s=first_byte)
 
 
-def _plain_content_at(data: bytearray, total: float) -> float | None:
+def _plain_content_at(data: bytearray, total: float, protocol: str) -> float | None:
     """``total`` when a non-streamed body carries visible text, else None (a tool-call-only answer)."""
     try:
         parsed = json.loads(bytes(data))
     except ValueError:
         return None
-    return total if isinstance(parsed, dict) and delta_has_content(parsed) else None
+    return total if isinstance(parsed, dict) and event_has_content(parsed, protocol) else None
 
 
 def _send_stream(
-    client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str]
+    client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str], protocol: str
 ) -> Timed:
     reader = SSEReader()
     started = time.perf_counter()
@@ -174,11 +212,12 @@ def _send_stream(
                 if first_byte is None and chunk:
                     first_byte = now
                 for event in reader.feed(chunk, now):
-                    if first_output is None and delta_has_output(event.payload):
+                    if first_output is None and event_has_output(event.payload, protocol):
                         first_output = event.arrived_s
-                    if first_content is None and delta_has_content(event.payload):
+                    if first_content is None and event_has_content(event.payload, protocol):
                         first_content = event.arrived_s
-                    cause = _runaway_cause(event.payload, call_names, text_so_far, len(reader.events), limits)
+                    calls, text = _event_output(event.payload, protocol)
+                    cause = _runaway_cause(calls, text, call_names, text_so_far, len(reader.events), limits)
                     if cause:
                         stop_cause = "runaway"
                         transport_error = cause
@@ -193,10 +232,10 @@ def _send_stream(
         stop_cause = "stalled"
         transport_error = f"no byte for {limits.idle_timeout_s:g} s (stream went silent)"
     except httpx.TimeoutException as exc:
-        transport_error = _describe(exc)
+        transport_error = describe_transport_error(exc)
         stop_cause = "stalled"
     except httpx.HTTPError as exc:
-        transport_error = _describe(exc)
+        transport_error = describe_transport_error(exc)
     total = time.perf_counter() - started
     reader.close(total)
     captured = CapturedResponse(
@@ -210,15 +249,13 @@ def _send_stream(
     return Timed(captured, ttft_s=first_output, total_s=total, ttfb_s=first_byte, ttft_content_s=first_content)
 
 
-def _runaway_cause(
-    payload: dict[str, Any] | None,
-    call_names: dict[str, int],
-    text_so_far: list[str],
-    event_count: int,
-    limits: ReplayLimits,
-) -> str | None:
-    if event_count > limits.max_events:
-        return f"more than {limits.max_events} stream events"
+def _event_output(payload: dict[str, Any] | None, protocol: str) -> tuple[list[str], list[str]]:
+    """The tool names a stream event starts and the text pieces it adds, in ``protocol``'s shape."""
+    if protocol == ANTHROPIC:
+        name = anthropic_events.event_tool_name(payload)
+        return ([name] if name else []), [anthropic_events.event_text(payload)]
+    names: list[str] = []
+    texts: list[str] = []
     for choice in (payload or {}).get("choices") or []:
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
@@ -226,11 +263,29 @@ def _runaway_cause(
         for call in delta.get("tool_calls") or []:
             name = ((call or {}).get("function") or {}).get("name")
             if name:
-                call_names[name] = call_names.get(name, 0) + 1
-                if call_names[name] > limits.max_repeated_tool_calls:
-                    return f"tool '{name}' called more than {limits.max_repeated_tool_calls} times in one answer"
+                names.append(name)
         content = delta.get("content")
-        if isinstance(content, str) and content:
+        if isinstance(content, str):
+            texts.append(content)
+    return names, texts
+
+
+def _runaway_cause(
+    names: list[str],
+    texts: list[str],
+    call_names: dict[str, int],
+    text_so_far: list[str],
+    event_count: int,
+    limits: ReplayLimits,
+) -> str | None:
+    if event_count > limits.max_events:
+        return f"more than {limits.max_events} stream events"
+    for name in names:
+        call_names[name] = call_names.get(name, 0) + 1
+        if call_names[name] > limits.max_repeated_tool_calls:
+            return f"tool '{name}' called more than {limits.max_repeated_tool_calls} times in one answer"
+    for content in texts:
+        if content:
             text_so_far.append(content)
             if any(marker in content for marker in ("<", "[")):
                 joined = "".join(text_so_far)
@@ -240,8 +295,9 @@ def _runaway_cause(
     return None
 
 
-def _describe(exc: httpx.HTTPError) -> str:
-    """A short cause for a transport failure (connection refused, reset mid-stream, ...)."""
+def describe_transport_error(exc: BaseException) -> str:
+    """A short cause for a transport failure (connection refused, reset mid-stream, ...): the
+    exception's type and message, else its cause's."""
     cause = exc.__cause__ or exc.__context__
     detail = str(exc) or (str(cause) if cause else "")
     return f"{type(exc).__name__}: {detail}".strip().rstrip(":")[:300]

@@ -25,6 +25,7 @@ FAMILIES = {
     "tool": "tool calls",
     "param": "request parameters the answer must honour",
     "expect": "the scenario's expectations for a turn",
+    "anthropic": "answers of the Anthropic Messages API (--protocol anthropic)",
     "runaway": "requests the harness had to cut off",
     "request": "summary: rows with an error",
     "stop": "summary: rows the harness cut off",
@@ -48,6 +49,10 @@ class Example:
     transport_error: str | None = None
     stop_cause: str | None = None
     partner: str | None = None
+    # The API the answer came through ("anthropic": a Messages API answer, read by checks.messages).
+    protocol: str = "openai"
+    # The same answer put right: a unit test requires that it does not fail the check.
+    fixed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class CheckDoc:
     why: str
     example: Example | str
     note: bool = False  # a documented quirk that is reported but is not a failure
+    # Cosmetic by nature: a metadata field of the answer that clients do not read to build their
+    # result (text, tool calls, finish reason). The client replay still decides per client.
+    cosmetic: bool = False
 
     @property
     def anchor(self) -> str:
@@ -132,6 +140,80 @@ def _text(content: str) -> dict[str, Any]:
     return _chunk({"content": content})
 
 
+# Anthropic Messages API answers: a conformant message, and its stream as a server sends it.
+_USAGE = {"input_tokens": 9, "output_tokens": 2}
+_READ_INPUT = {"file_path": "a.py"}
+
+
+def _message(*blocks: dict[str, Any], stop: str | None = "end_turn", drop: tuple[str, ...] = (), **top: Any) -> str:
+    payload: dict[str, Any] = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": list(blocks) or [{"type": "text", "text": "Done."}],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": dict(_USAGE),
+    }
+    payload.update(top)
+    for key in drop:
+        payload.pop(key, None)
+    return _json(payload)
+
+
+def _tool_use(arguments: Any = None) -> dict[str, Any]:
+    return {
+        "type": "tool_use",
+        "id": "toolu_1",
+        "name": "Read",
+        "input": _READ_INPUT if arguments is None else arguments,
+    }
+
+
+def _events(*events: dict[str, Any]) -> str:
+    """Messages API SSE as a server sends it: an ``event:`` line naming each event, then its data."""
+    return "".join(f"event: {event['type']}\ndata: {_json(event)}\n\n" for event in events)
+
+
+def _start() -> dict[str, Any]:
+    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": []}
+    message.update(stop_reason=None, stop_sequence=None, usage={"input_tokens": 9, "output_tokens": 0})
+    return {"type": "message_start", "message": message}
+
+
+def _block(index: int, block: dict[str, Any], *deltas: dict[str, Any]) -> list[dict[str, Any]]:
+    """One content block's events: started, its deltas, stopped."""
+    return [
+        {"type": "content_block_start", "index": index, "content_block": block},
+        *({"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas),
+        {"type": "content_block_stop", "index": index},
+    ]
+
+
+def _end(stop: str = "end_turn", output_tokens: int = 2) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": output_tokens},
+        },
+        {"type": "message_stop"},
+    ]
+
+
+def _text_events(text: str = "Done.", stop: str = "end_turn") -> str:
+    return _events(
+        _start(), *_block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": text}), *_end(stop)
+    )
+
+
+def _tool_events(*pieces: str) -> str:
+    deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
+    block = {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}
+    return _events(_start(), *_block(0, block, *deltas), *_end("tool_use"))
+
+
 # --- the catalogue -----------------------------------------------------------------------------
 
 CHECKS: list[CheckDoc] = [
@@ -196,18 +278,21 @@ CHECKS: list[CheckDoc] = [
         "The completion has no `id`.",
         "Clients and proxies log, deduplicate and trace answers by id; the openai types require it.",
         Example(_body(drop=("id",))),
+        cosmetic=True,
     ),
     CheckDoc(
         "schema.created_missing",
         "The completion has no `created` timestamp.",
         "The openai types require it; strict clients fail validation.",
         Example(_body(drop=("created",))),
+        cosmetic=True,
     ),
     CheckDoc(
         "schema.model_missing",
         "The completion has no `model`.",
         "The openai types require it; clients that route or bill by model cannot.",
         Example(_body(drop=("model",))),
+        cosmetic=True,
     ),
     CheckDoc(
         "schema.object_wrong",
@@ -284,6 +369,7 @@ CHECKS: list[CheckDoc] = [
             ),
             stream=True,
         ),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.chunk_created_missing",
@@ -296,6 +382,7 @@ CHECKS: list[CheckDoc] = [
             ),
             stream=True,
         ),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.chunk_model_missing",
@@ -308,11 +395,15 @@ CHECKS: list[CheckDoc] = [
             ),
             stream=True,
         ),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.chunk_object_wrong",
         'A stream chunk\'s `object` is not "chat.completion.chunk".',
-        'Clients that dispatch on `object` drop the chunk (the legacy server\'s cache replay says "text_completion").',
+        "Clients that dispatch on `object` drop the chunk: the openai package's stream helper "
+        "(`chat.completions.stream`) skips every chunk that is not a `chat.completion.chunk`, so an answer "
+        'whose chunks all say "text_completion" (the legacy server\'s) reaches it empty and it raises. '
+        "On a usage-only chunk after the finish chunk the client replay finds no client that loses anything.",
         Example(
             _sse(_chunk({"role": "assistant", "content": "Hi"}, "stop", object="text_completion"), "[DONE]"),
             stream=True,
@@ -446,6 +537,7 @@ CHECKS: list[CheckDoc] = [
         "`delta.role` in more than one chunk.",
         "A client that starts a new message on each role delta splits one answer in two.",
         Example(_stream(_chunk({"role": "assistant", "content": "Hi"})), stream=True),
+        cosmetic=True,
     ),
     CheckDoc(
         "stream.tool_name_not_once",
@@ -658,6 +750,135 @@ CHECKS: list[CheckDoc] = [
         "The failure looks like an answer: fast, successful, and meaningless.",
         Example(_body({"role": "assistant", "content": "I received 3 message(s) and 2 tool(s) are available."})),
     ),
+    # anthropic.*
+    CheckDoc(
+        "anthropic.message_invalid",
+        "A Messages API answer (the body, or what its stream adds up to) is not a `Message` of the "
+        "`anthropic` package: a wrong `type` or `role`, a missing `id` or `model`, content that is not "
+        "a list of `text` / `tool_use` / `thinking` blocks, or a block missing a field of its type.",
+        "The official clients parse the answer into these types; Claude Code and the SDKs drop or "
+        "choke on an answer that is not one.",
+        Example(
+            _message(role="user"),
+            protocol="anthropic",
+            fixed=_message(),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.stop_reason_invalid",
+        "`stop_reason` is missing, null in the final message, or not one of the documented values "
+        "(`end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, `pause_turn`, `refusal`, ...).",
+        "A client decides what to do next from `stop_reason` (run the tools, continue, stop); an "
+        "OpenAI `finish_reason` such as `stop` leaked through a conversion is not one of them.",
+        Example(_message(stop="stop"), protocol="anthropic", fixed=_message()),
+    ),
+    CheckDoc(
+        "anthropic.usage_invalid",
+        "`usage` is missing or not the documented object (`input_tokens`, `output_tokens`, integers).",
+        "Clients count context and cost from it, and the cache-reuse evidence (`cache_read_input_tokens`) lives there.",
+        Example(_message(drop=("usage",)), protocol="anthropic", fixed=_message()),
+    ),
+    CheckDoc(
+        "anthropic.tool_use_invalid",
+        "A `tool_use` block lacks its `id` or `name`, or its `input` is not a JSON object (e.g. the "
+        "arguments as a JSON string, the OpenAI way).",
+        "The client runs the tool with `input` as its arguments and answers with a `tool_result` "
+        "naming the `id`: without them the call cannot be run or answered.",
+        Example(
+            _message(_tool_use('{"file_path":"a.py"}'), stop="tool_use"),
+            protocol="anthropic",
+            request={"tools": _READ},
+            fixed=_message(_tool_use(), stop="tool_use"),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.stream_event_invalid",
+        "A stream event is not valid JSON, is not a Messages event of the `anthropic` package "
+        "(`message_start`, `content_block_start`, `content_block_delta`, `content_block_stop`, "
+        "`message_delta`, `message_stop`, `ping`, `error`), or lacks a field of its type (e.g. a delta "
+        "without its block `index`).",
+        "The SDKs' stream readers parse every event into these types and stop at one they cannot read.",
+        Example(
+            _events(
+                _start(),
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Done."}},
+                {"type": "content_block_stop", "index": 0},
+                *_end(),
+            ),
+            stream=True,
+            protocol="anthropic",
+            fixed=_text_events(),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.stream_event_order",
+        "The stream's events are out of order: not `message_start` first; a block delta'd or stopped "
+        "that is not open, started out of index order or while another is open, or given another "
+        "block kind's delta; no `message_delta` with `stop_reason` and usage after the last block; "
+        "no `message_stop` at the end, or an event after it (`ping` may come anywhere).",
+        "Clients build the message from this sequence: a missing `message_delta` leaves them without "
+        "a `stop_reason`, a missing `message_stop` leaves them waiting, a block never started is lost.",
+        Example(
+            _events(_start(), *_block(0, {"type": "text", "text": ""}, {"type": "text_delta", "text": "Done."})),
+            stream=True,
+            protocol="anthropic",
+            fixed=_text_events(),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.input_json_invalid",
+        "The `input_json_delta` pieces of a streamed `tool_use` block do not join to a JSON object "
+        "(the non-streamed `input` is one); whether they join to the same object as the non-streamed "
+        "answer is `tool.stream_arguments_differ`, where a scenario is played both ways.",
+        "The client parses the joined pieces as the tool's arguments: text that is not a JSON object "
+        "makes the call fail.",
+        Example(
+            _tool_events('{"file_path":', '"a.py"'),
+            stream=True,
+            protocol="anthropic",
+            request={"tools": _READ},
+            fixed=_tool_events('{"file_path":', '"a.py"}'),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.stop_reason_inconsistent",
+        "The answer has a `tool_use` block but `stop_reason` is not `tool_use`, or `stop_reason` is "
+        "`tool_use` with no `tool_use` block.",
+        "Claude Code runs tools only when `stop_reason` is `tool_use`; with `end_turn` the call is "
+        "ignored and the agent stops mid-task.",
+        Example(
+            _message(_tool_use(), stop="end_turn"),
+            protocol="anthropic",
+            request={"tools": _READ},
+            fixed=_message(_tool_use(), stop="tool_use"),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.max_tokens_exceeded",
+        "`usage.output_tokens` is above the request's `max_tokens`.",
+        "`max_tokens` is how a client bounds an answer's length and cost; a server that goes past it "
+        "(or miscounts) breaks the client's budget.",
+        Example(
+            _message(usage={"input_tokens": 9, "output_tokens": 20}, stop="max_tokens"),
+            protocol="anthropic",
+            request={"params": {"max_tokens": 16}},
+            fixed=_message(usage={"input_tokens": 9, "output_tokens": 16}, stop="max_tokens"),
+        ),
+    ),
+    CheckDoc(
+        "anthropic.tool_call_as_text",
+        "A tool call arrives as text: a text block holds tool-call markup (`<tool_call>`, ...) or a "
+        "JSON object naming one of the offered tools, instead of a `tool_use` block.",
+        "The agent shows the call to the user instead of running it, and the task stops.",
+        Example(
+            _text_events('<tool_call>{"name": "Read", "arguments": {"file_path": "a.py"}}</tool_call>'),
+            stream=True,
+            protocol="anthropic",
+            request={"tools": _READ},
+            fixed=_tool_events('{"file_path":', '"a.py"}'),
+        ),
+    ),
     # runaway.*
     CheckDoc(
         "runaway.stopped",
@@ -703,6 +924,13 @@ CHECKS: list[CheckDoc] = [
 
 BY_NAME: dict[str, CheckDoc] = {doc.name: doc for doc in CHECKS}
 
+COSMETIC_TEXT = (
+    "**Cosmetic.** The openai Python client and the AI SDK build the same text, tool calls and finish "
+    "reason from this answer as from a conformant one (a unit test replays the example above through "
+    "them); a strict validator may still reject it. The client replay of a run decides per client "
+    "(docs/clients.md)."
+)
+
 
 def entry(name: str) -> CheckDoc | None:
     return BY_NAME.get(name)
@@ -746,13 +974,17 @@ def example_lines(doc: CheckDoc) -> list[str]:
     lines += ["", "```", example.answer.rstrip("\n") if example.answer else "(empty body)", "```"]
     if example.partner:
         lines += ["", "The same request, not streamed:", "", "```", example.partner, "```"]
+    if example.fixed:
+        lines += ["", "**A passing answer.**", "", "```", example.fixed.rstrip("\n"), "```"]
     return lines
 
 
 def entry_markdown(doc: CheckDoc, level: int = 3) -> str:
-    kind = " (note)" if doc.note else ""
+    kind = " (note)" if doc.note else (" (cosmetic)" if doc.cosmetic else "")
     lines = [f'<a id="{doc.anchor}"></a>', "", f"{'#' * level} `{doc.name}`{kind}", "", doc.meaning, ""]
     lines += [f"**Why a client cares.** {doc.why}", ""]
+    if doc.cosmetic:
+        lines += [COSMETIC_TEXT, ""]
     lines += example_lines(doc)
     return "\n".join(lines)
 
@@ -767,7 +999,8 @@ def render_markdown() -> str:
         "`harness checks-doc`; do not edit by hand (a unit test fails when this file is stale, "
         "another runs every example below through the checks).",
         "",
-        "A check fails a request; a note is a documented quirk, reported but not failed.",
+        "A check fails a request; a note is a documented quirk, reported but not failed. A cosmetic "
+        "check is about a field no replayed client reads to build its result.",
         "",
     ]
     for family, title in FAMILIES.items():
@@ -775,7 +1008,12 @@ def render_markdown() -> str:
         if not docs:
             continue
         out += [f"## {family}.* — {title}", ""]
-        out += [f"- [`{doc.name}`](#{doc.anchor})" + (" (note)" if doc.note else "") for doc in docs]
+        out += [
+            f"- [`{doc.name}`](#{doc.anchor})"
+            + (" (note)" if doc.note else "")
+            + (" (cosmetic)" if doc.cosmetic else "")
+            for doc in docs
+        ]
         out.append("")
         for doc in docs:
             out += [entry_markdown(doc), ""]

@@ -32,10 +32,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEReader, delta_has_output
 from harness.checks import exchange, request_rules, streamed_calls, toolcalls
 from harness.checks.outcome import Answer, CheckOutcome, short
 from harness.core.rows import ResultRow
+from harness.core.sse import SSEReader, delta_has_output
 from harness.scenario.definition import PlannedRequest
 
 # The legacy server's answer when generation failed: HTTP 200 with this text (and it gets cached).
@@ -150,13 +150,19 @@ def run_checks(resp: CapturedResponse, answer: Answer, request: PlannedRequest) 
         streamed_calls.check_deltas(_reader(resp).events, request, out, complete)
     elif complete:
         _check_body(resp, answer, out)
+    check_answer(answer, request, out, complete)
+    return out
+
+
+def check_answer(answer: Answer, request: PlannedRequest, out: CheckOutcome, complete: bool) -> None:
+    """The checks on what a client read, whatever the protocol it came through: tool calls, the
+    request's rules (tool_choice, stop) and the turn's expectations."""
     _check_tools(answer, request, out, complete)
     if complete:
         _check_expect(answer, request, out)
         request_rules.check_request_rules(answer, request, out)
     if answer.content and CANNED_FALLBACK.fullmatch(answer.content):
         out.fail("expect.canned_fallback", f"canned legacy text: {answer.content.strip()!r}")
-    return out
 
 
 def _map_validation(exc: ValidationError, out: CheckOutcome, stream: bool, where: str = "") -> None:

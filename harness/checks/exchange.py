@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEEvent
 from harness.checks.outcome import CheckOutcome
+from harness.core.sse import SSEEvent
 from harness.scenario.definition import PlannedRequest
 
 SERVER_ERROR = "http.server_error_on_valid_request"

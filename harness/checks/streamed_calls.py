@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.capture.sse import SSEEvent
 from harness.checks.outcome import CheckOutcome
+from harness.core.sse import SSEEvent
 from harness.scenario.definition import PlannedRequest
 
 

@@ -1,6 +1,7 @@
-"""The `harness` command: run a comparison, build the offline model, rebuild a report, write the
-catalogue of checks (docs/checks.md), the verdict commands (gate, claims, readme) and the traffic
-commands (record, import). Errors are one paragraph naming the cause and the fix."""
+"""The `harness` command: run a comparison, build the offline model, rebuild a report, replay a run's
+answers into real client libraries, write the catalogue of checks (docs/checks.md), the verdict
+commands (gate, claims, readme) and the traffic commands (record, import). Errors are one paragraph
+naming the cause and the fix."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli import server_commands, traffic_commands
+from harness.cli.options import comma_list
 from harness.core.errors import HarnessError, Interrupted
 
 
@@ -29,18 +31,14 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [item.strip() for item in value.split(",") if item.strip()] if value else None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.config import load_config
     from harness.run.runner import Runner
     from harness.server.process import stop_all
 
     overrides: dict[str, Any] = {
-        "servers": _csv(args.servers),
-        "scenarios": _csv(args.scenarios),
+        "servers": comma_list(args.servers),
+        "scenarios": comma_list(args.scenarios),
         "model": args.model,
         "out": args.out,
         "repeats": args.repeats,
@@ -54,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "max_capacity": args.max_capacity,
         "time_budget_s": args.time_budget,
         "installer": args.installer,
+        "protocol": args.protocol,
     }
     config = load_config(Path(args.config) if args.config else None, overrides)
     console = _console()
@@ -87,9 +86,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop_all()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if args.clients != "none":
+        _replay_clients(runner.run_dir, comma_list(args.clients), console)
     _print_report(runner.run_dir)
     print(runner.run_dir)
     return exit_code
+
+
+def _replay_clients(run_dir: Path, names: list[str] | None, console: Any) -> None:
+    from harness.clients.replay import replay_run
+
+    replay_run(run_dir, names, on_event=lambda message: console.print(f"[bold]>[/] {message}", markup=True))
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    """Replays a run folder's answers into real client libraries, then rebuilds its report."""
+    run_dir = _existing_run_dir(args.run_dir)
+    _replay_clients(run_dir, comma_list(args.clients), _console())
+    _print_report(run_dir)
+    print(run_dir)
+    return 0
 
 
 def cmd_build_model(args: argparse.Namespace) -> int:
@@ -115,11 +131,14 @@ def _print_report(run_dir: Path) -> None:
     from rich.console import Console
 
     from harness.analysis.run_folder import load_run
-    from harness.presentation.report import build_report, console_table
+    from harness.presentation.report import build_report, console_table, plain_text, verdict_lines
 
     build_report(run_dir)
     summary, meta = load_run(run_dir)
-    Console(highlight=False).print(console_table(summary, meta))
+    console = Console(highlight=False)
+    console.print(console_table(summary, meta))
+    for line in verdict_lines(summary):
+        console.print(plain_text(line), markup=False)  # wrapped at the terminal width, as the tables
 
 
 def cmd_checks_doc(args: argparse.Namespace) -> int:
@@ -176,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay each scenario with its system prompt grown or cut to about N tokens, "
         "once per size (e.g. 1000,2000,4000); the scenario is named NAME@N",
     )
+    run.add_argument(
+        "--protocol",
+        choices=["openai", "anthropic", "both"],
+        help="the API requests go through: openai (chat completions, default; Anthropic-format turns "
+        "converted), anthropic (the Messages API, turns with an Anthropic body sent as recorded), or "
+        "both (each turn both ways, side by side in the report); see docs/anthropic.md",
+    )
     run.add_argument("--concurrency", type=int, help="independent sessions at once against one server")
     run.add_argument("--warmup", action="store_true", help="send one unmeasured warm-up request per server")
     run.add_argument(
@@ -210,10 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="how servers with their own environment (catalogue servers, NAME@VERSION) are installed "
         "(default: uv when installed, else pip)",
     )
+    run.add_argument(
+        "--clients",
+        metavar="NAMES",
+        help="client libraries to replay every answer into at the end (default: all of openai-python, "
+        "ai-sdk, anthropic-python; 'none' to skip); see docs/clients.md",
+    )
     run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build-model", help="build the built-in offline model (no download)")
-    build.add_argument("--out", help="model folder (default: models/tiny-chat-qwen2)")
+    build.add_argument(
+        "--out",
+        help="model folder (default: tiny-chat-qwen2 in $HARNESS_MODELS_DIR, else in "
+        "~/.cache/mlx-migration-harness/models)",
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--force", action="store_true", help="rebuild even if it exists")
     build.set_defaults(func=cmd_build_model)
@@ -221,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild tables, plots and report.html from a run folder")
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
+
+    clients = sub.add_parser(
+        "clients", help="replay a run's answers into real client libraries (docs/clients.md), rebuild the report"
+    )
+    clients.add_argument("run_dir")
+    clients.add_argument(
+        "--clients", metavar="NAMES", help="comma-separated: openai-python, ai-sdk, anthropic-python (default: all)"
+    )
+    clients.set_defaults(func=cmd_clients)
 
     checks_doc = sub.add_parser("checks-doc", help="write docs/checks.md: every check, what it means, an example")
     checks_doc.add_argument("--out", help="file to write (default: docs/checks.md)")

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from harness.cli.options import comma_list
+
 SKIP_REASON = "live server benchmark: pass --benchmark to start the servers and run it"
 
 
@@ -52,10 +54,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "live_benchmark" in item.keywords:
             item.add_marker(skip)
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 class HarnessSession:
@@ -110,8 +108,8 @@ def harness_config(pytestconfig: pytest.Config) -> Any:
 
     option = pytestconfig.getoption
     overrides = {
-        "servers": _csv(option("harness_servers")),
-        "scenarios": _csv(option("harness_scenarios")),
+        "servers": comma_list(option("harness_servers")),
+        "scenarios": comma_list(option("harness_scenarios")),
         "model": option("harness_model"),
         "repeats": option("harness_repeats"),
         "out": option("harness_out"),

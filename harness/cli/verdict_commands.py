@@ -1,6 +1,7 @@
 """Verdicts on a run folder, as `harness` subcommands:
 
-    harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails
+    harness gate RUN_DIR [--baseline RUN_DIR]      CI thresholds (harness.verdicts.gate); exit 1 when one fails;
+                 [--client ai-sdk]                 with the client replay's verdict for that client
     harness gate RUN_DIR --write-expectations F    the run's behaviour failures as the known ones of F
     harness claims README.md --run RUN_DIR          each claim of a file (tables, bullet points, sentences):
                                                     confirmed / refuted / not comparable / not measured
@@ -22,10 +23,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.cli.options import comma_list
+from harness.run.gate_settings import GateSettings
 from harness.verdicts.gate import GateResult, failed, gate_run, require_run_dir, verdict_line
 
 
-def load_gate_settings(config_file: str | None = None) -> dict[str, Any]:
+def load_gate_settings(config_file: str | None = None) -> GateSettings:
     """The gate section of the project's configuration ([tool.harness.gate] / harness.toml)."""
     from harness.run.config import load_config
 
@@ -33,17 +36,21 @@ def load_gate_settings(config_file: str | None = None) -> dict[str, Any]:
 
 
 def run_gate(
-    run_dir: str | Path, config_file: str | None = None, baseline: str | None = None
+    run_dir: str | Path, config_file: str | None = None, baseline: str | None = None, clients: list[str] | None = None
 ) -> tuple[list[GateResult], str]:
-    """The gate results and the printed text (one line per gate, then the verdict)."""
-    results = gate_run(run_dir, load_gate_settings(config_file), baseline)
+    """The gate results and the printed text (one line per gate, then the verdict). ``clients``:
+    the clients gated on the client replay, in place of the configured ones."""
+    settings = load_gate_settings(config_file)
+    if clients:
+        settings = settings.model_copy(update={"clients": clients})
+    results = gate_run(run_dir, settings, baseline)
     return results, "\n".join([*(r.line() for r in results), verdict_line(results)])
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
     if args.write_expectations:
         return write_expectations_file(args.run_dir, args.write_expectations)
-    results, text = run_gate(args.run_dir, args.config, args.baseline)
+    results, text = run_gate(args.run_dir, args.config, args.baseline, comma_list(",".join(args.client or [])))
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n", encoding="utf-8")
     print(text)
@@ -97,8 +104,8 @@ def cmd_readme(args: argparse.Namespace) -> int:
     if not args.update:
         print(block)
         return 0
-    changed = update_file(Path(args.update), block)
-    print(f"{args.update}: comparison table {'updated' if changed else 'already up to date'} (from {run_dir})")
+    changed = update_file(Path(args.update), block, args.table)
+    print(f"{args.update}: {args.table} table {'updated' if changed else 'already up to date'} (from {run_dir})")
     return 0
 
 
@@ -111,7 +118,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise ConfigError("compare needs at least two run folders: RUN_A (the base) and RUN_B [RUN_C ...].")
     runs = load_runs([require_run_dir(path) for path in args.runs])
-    comparison = compare_runs(runs, scenarios=_csv(args.scenarios), servers=_csv(args.servers))
+    comparison = compare_runs(runs, scenarios=comma_list(args.scenarios), servers=comma_list(args.servers))
     if comparison.mismatches and not args.allow_mismatch:
         raise ConfigError(
             "the runs are not comparable: "
@@ -129,10 +136,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if found is not None and not found.empty else 0
 
 
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 def register_commands(sub: Any) -> None:
     """Adds gate, claims and readme to the `harness` command's subparsers."""
     from harness.verdicts.claims import TOLERANCE
@@ -144,6 +147,13 @@ def register_commands(sub: Any) -> None:
         "--baseline", help="a saved run folder: no ratio may fall below it by more than max_baseline_regression_pct"
     )
     gate.add_argument("--json", metavar="FILE", help="also write the gate results as JSON")
+    gate.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="gate on a real client (openai-python, ai-sdk, anthropic-python; repeat or comma-separate): "
+        "fail where it breaks on an answer it reads fine from the reference (docs/clients.md)",
+    )
     gate.add_argument(
         "--write-expectations",
         metavar="FILE",
@@ -177,7 +187,12 @@ def register_commands(sub: Any) -> None:
     readme.add_argument(
         "--update",
         metavar="FILE",
-        help="replace the table between the <!-- harness:comparison:start/end --> markers in FILE",
+        help="replace the table between the <!-- harness:TABLE:start/end --> markers in FILE",
+    )
+    readme.add_argument(
+        "--table",
+        default="comparison",
+        help="which marked table to replace (default: comparison; the README also has `leaving`)",
     )
     readme.set_defaults(func=cmd_readme)
 

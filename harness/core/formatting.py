@@ -33,6 +33,20 @@ def fmt_bytes(n: Any) -> str:
     return f"{n:.0f} B"
 
 
+def factor_words(ratio: float, better: str = "faster", worse: str = "slower") -> str:
+    """'12.0x faster' for a ratio above 1, '1.2x slower' for 0.8: the factor is always at least 1."""
+    factor = ratio if ratio >= 1 else 1 / ratio
+    factor_text = f"{factor:.1f}" if round(factor, 1) != 1.0 else f"{factor:.2f}"  # never "1.0x slower"
+    return f"{factor_text}x {better if ratio >= 1 else worse}"
+
+
+def sample_counts(ratio: dict[str, Any]) -> str:
+    """'n=1 vs 3' (the reference's samples, then the other server's), or '' when not recorded."""
+    if ratio.get("n") is None or ratio.get("n_reference") is None:
+        return ""
+    return f"n={int(ratio['n_reference'])} vs {int(ratio['n'])}"
+
+
 def improvement_text(ratio: dict[str, Any] | None, better: str = "faster", worse: str = "slower") -> str:
     """'**31.2x faster**', '1.1x slower', or 'no significant difference' when the CI crosses 1.
 
@@ -41,14 +55,10 @@ def improvement_text(ratio: dict[str, Any] | None, better: str = "faster", worse
     if not ratio or is_nan(ratio.get("ratio")):
         return "–"
     r = float(ratio["ratio"])
-    factor = r if r >= 1 else 1 / r
-    factor_text = f"{factor:.1f}" if round(factor, 1) != 1.0 else f"{factor:.2f}"  # never "1.0x slower"
     if is_nan(ratio.get("ci95_low")):
-        counts = ""
-        if ratio.get("n") is not None and ratio.get("n_reference") is not None:
-            counts = f"n={int(ratio['n_reference'])} vs {int(ratio['n'])}: "
-        return f"{factor_text}x {better if r >= 1 else worse} ({counts}too few samples for a CI)"
-    word = f"**{factor_text}x {better}**" if r >= 1 else f"{factor_text}x {worse}"
+        counts = f"{sample_counts(ratio)}: " if sample_counts(ratio) else ""
+        return f"{factor_words(r, better, worse)} ({counts}too few samples for a CI)"
+    word = f"**{factor_words(r, better, worse)}**" if r >= 1 else factor_words(r, better, worse)
     if not ratio.get("significant"):
         return f"no significant difference ({r:.2f}x, 95% CI {ratio['ci95_low']:.2f}–{ratio['ci95_high']:.2f})"
     return word

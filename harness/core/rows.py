@@ -16,6 +16,11 @@ from pydantic import BaseModel, Field
 # "side": a short request sent alone, outside the main conversation (a scenario turn with side: true).
 RequestKind = Literal["first", "first-warm", "follow-up", "restart", "warmup", "side"]
 
+# The API a request was sent through: OpenAI chat completions, or the Anthropic Messages API
+# (a recorded Anthropic body sent as it was, only ``model`` swapped).
+Protocol = Literal["openai", "anthropic"]
+PROTOCOLS: tuple[Protocol, ...] = ("openai", "anthropic")
+
 # "first-warm": the first request of a conversation sent to a server that has already served another
 # mode of the same scenario, so its prefix may be cached; kept out of first-request statistics.
 # "restart": the first request after the server was restarted on the same (or a damaged copy of its) cache.
@@ -42,6 +47,9 @@ class ResultRow(BaseModel):
     # How the scenario was played, e.g. "stream" / "no-stream" plus "tool_choice=required": one
     # scenario can be replayed in several modes and rows of different variants are never compared.
     variant: str = ""
+    # The API the request went through (see ``Protocol``); rows of one turn sent both ways are set
+    # side by side by the report.
+    protocol: Protocol = "openai"
     model: str | None = None
     tool_choice: str | None = None
     turn: int
@@ -119,6 +127,10 @@ class ResultRow(BaseModel):
     # The folder under the run folder (e.g. "captures/0007-legacy-...") that keeps this request's
     # exact body, the raw answer and a curl line replaying it; set for requests that failed a check.
     capture: str | None = None
+    # The file under the run folder holding the exact bytes of the answer (the capture's
+    # response.raw for a failing request, else answers/<name>.raw), which the client replay feeds
+    # to real client libraries.
+    answer: str | None = None
 
 
 class ResultWriter:

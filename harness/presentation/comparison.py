@@ -11,7 +11,7 @@ none of the figures and are counted on a line of their own.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,11 @@ def comparison_notes(summary: Summary, run_meta: dict[str, Any]) -> list[str]:
         shims = meta.get("shims") or []
         if shims:
             notes.append(f"{label(run_meta, server)} runs with shims: " + "; ".join(map(str, shims)))
+        for model_name, told in (meta.get("told") or {}).items():
+            notes.append(
+                f"{label(run_meta, server)} had to be told how to parse the tool calls of {model_name}: "
+                + " ".join(map(str, told))
+            )
         converted = [c for c in (meta.get("model_conversions") or {}).values() if c.get("gguf")]
         if converted:
             models = ", ".join(Path(c["source_model"]).name for c in converted)
@@ -167,7 +172,43 @@ def figure_notes(summary: Summary) -> list[str]:
 # --- the table -----------------------------------------------------------------------------------
 
 
-def _improvement_columns(summary: Summary) -> list[tuple[str, str, str]]:
+@dataclass(frozen=True)
+class Figure:
+    """One measured row of the comparison: its title in the markdown table, its short header on a
+    terminal, the statistic, and the ratio against a reference with the words for better and worse."""
+
+    title: str
+    header: str
+    metric: str
+    ratio: str | None = None
+    better: str = "faster"
+    worse: str = "slower"
+
+
+FIRST = Figure("First request (total time)", "First", "first_total_s", "speedup_first")
+FOLLOW_UP = Figure("Follow-up requests (total time)", "Follow-ups", "follow_up_total_s", "speedup_follow_up")
+RESTART = Figure("After restart (total time)", "After restart", "restart_total_s", "speedup_restart")
+PROMPT = Figure("Prompt processing (first request)", "Prompt", "prompt_tok_s", "speedup_prompt", "higher", "lower")
+TOKENS = Figure("Output tokens per answer", "Tokens", "completion_tokens")
+DECODE = Figure("Decode rate", "Decode", "decode_tok_s", "speedup_decode", "higher", "lower")
+# The rows that are counts, not statistics: (title in the markdown table, header on a terminal).
+REUSE_ROW = ("KV Cache", "KV cache reuse")
+FILES_ROW = ("Cache files", "Cache files")
+NO_GENERATION_ROW = ("Answered without generation (all scenarios)", "No generation")
+
+
+def figures(summary: Summary) -> list[Figure]:
+    """The measured rows this run has, in table order (a restart or a prompt rate only where measured)."""
+    scenario, servers = summary.headline, summary.servers
+    out = [FIRST, FOLLOW_UP]
+    if any(summary.stat(scenario, s, RESTART.metric)["n"] for s in servers):
+        out.append(RESTART)
+    if any(summary.stat(scenario, s, PROMPT.metric)["n"] for s in servers):
+        out.append(PROMPT)
+    return [*out, TOKENS, DECODE]
+
+
+def improvement_columns(summary: Summary) -> list[tuple[str, str, str]]:
     """(column title, server, reference) for each improvement column."""
     candidates = summary.candidates
     several = len(candidates) > 1
@@ -186,7 +227,7 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
     """The headline comparison as a table: Metric | servers... | one improvement column per other
     server (two, as deployed and like-for-like, where the run has a like-for-like reference)."""
     scenario, servers = summary.headline, summary.servers
-    improvements = _improvement_columns(summary)
+    improvements = improvement_columns(summary)
     blank = [""] * len(improvements)
 
     def cell(server: str, metric: str, unit: str) -> str:
@@ -194,35 +235,24 @@ def comparison_frame(summary: Summary, run_meta: dict[str, Any]) -> pd.DataFrame
         text = fmt_value(stat["median"], unit)
         return f"{text} (n={int(stat['n'])})" if stat["n"] else text  # how many samples the median has
 
-    def stat_row(title: str, metric: str, ratio: str | None, better="faster", worse="slower") -> list[str]:
-        unit = METRICS[metric][2]
-        row = [title] + [cell(s, metric, unit) for s in servers]
-        if ratio is None:
+    def stat_row(figure: Figure) -> list[str]:
+        unit = METRICS[figure.metric][2]
+        row = [figure.title] + [cell(s, figure.metric, unit) for s in servers]
+        if figure.ratio is None:
             return row + blank
         return row + [
-            improvement_text(summary.ratio(scenario, server, ratio, reference), better, worse)
+            improvement_text(summary.ratio(scenario, server, figure.ratio, reference), figure.better, figure.worse)
             for _title, server, reference in improvements
         ]
 
-    rows = [
-        stat_row("First request (total time)", "first_total_s", "speedup_first"),
-        stat_row("Follow-up requests (total time)", "follow_up_total_s", "speedup_follow_up"),
-    ]
-    if any(summary.stat(scenario, s, "restart_total_s")["n"] for s in servers):
-        rows.append(stat_row("After restart (total time)", "restart_total_s", "speedup_restart"))
-    if any(summary.stat(scenario, s, "prompt_tok_s")["n"] for s in servers):
-        rows.append(stat_row("Prompt processing (first request)", "prompt_tok_s", "speedup_prompt", "higher", "lower"))
-    rows.append(stat_row("Output tokens per answer", "completion_tokens", None))
-    rows.append(["KV Cache"] + [reuse_text(summary.cache_for(s, scenario or ALL)) for s in servers] + blank)
+    measured = figures(summary)
+    rows = [stat_row(figure) for figure in measured if figure is not DECODE]
+    rows.append([REUSE_ROW[0]] + [reuse_text(summary.cache_for(s, scenario or ALL)) for s in servers] + blank)
     remote = {s for s in servers if ((run_meta.get("servers") or {}).get(s) or {}).get("remote")}
     files = ["Not observable (remote server)" if s in remote else files_text(summary.cache_for(s)) for s in servers]
-    rows.append(["Cache files", *files, *blank])
-    rows.append(stat_row("Decode rate", "decode_tok_s", "speedup_decode", "higher", "lower"))
-    rows.append(
-        ["Answered without generation (all scenarios)"]
-        + [no_generation_text(summary.failures_for(s)) for s in servers]
-        + blank
-    )
+    rows.append([FILES_ROW[0], *files, *blank])
+    rows += [stat_row(figure) for figure in measured if figure is DECODE]
+    rows.append([NO_GENERATION_ROW[0]] + [no_generation_text(summary.failures_for(s)) for s in servers] + blank)
     return pd.DataFrame(rows, columns=["Metric", *servers, *(title for title, _s, _r in improvements)])
 
 
@@ -340,23 +370,3 @@ def comparison_table_md(summary: Summary, run_meta: dict[str, Any]) -> str:
     if notes:
         out += ["", "Not like-for-like:"] + [f"- {n}" for n in notes]
     return "\n".join(out)
-
-
-def console_table(summary: Summary, run_meta: dict[str, Any]):  # -> rich.table.Table
-    """The headline comparison for the CLI to print."""
-    from rich.table import Table
-
-    model = (run_meta.get("model") or {}).get("name")
-    title = f"{summary.headline or 'no data'}" + (f" — {model}" if model else "")
-    caption = [x for x in [legend_text(summary, run_meta), *figure_notes(summary)] if x]
-    caption += comparison_notes(summary, run_meta)
-    table = Table(title=title, caption=" · ".join(caption) or None)
-    if not summary.servers:
-        table.add_column("No requests were recorded in this run")
-        return table
-    frame = comparison_frame(summary, run_meta)
-    for i, col in enumerate(frame.columns):
-        table.add_column(str(col), justify="left" if i == 0 else "right")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[re.sub(r"\*\*(.+?)\*\*", r"[bold green]\1[/bold green]", str(v)) for v in row])
-    return table

@@ -18,6 +18,7 @@ from harness.analysis.summary import Summary, row_failures
 from harness.checks import catalogue
 from harness.checks.exchange import REJECTED
 from harness.core.formatting import is_nan
+from harness.core.sse import LINE_END
 from harness.presentation.render import FoldOut
 from harness.run.captures import read_capture
 
@@ -177,7 +178,7 @@ def answer_text(raw: bytes, stream: bool) -> str:
         return "(no bytes)"
     if not stream:
         return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + f" … [{len(text):,} characters]"
-    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    lines = [line for line in LINE_END.split(text) if line.strip()]
     if len(lines) > MAX_EVENTS_SHOWN:
         tail = 8
         skipped = len(lines) - MAX_EVENTS_SHOWN

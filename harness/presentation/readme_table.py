@@ -10,10 +10,15 @@ from harness.analysis.run_folder import load_run
 from harness.core.errors import ConfigError, read_user_file
 from harness.presentation.comparison import comparison_table_md
 
-START = "<!-- harness:comparison:start -->"
-END = "<!-- harness:comparison:end -->"
+DEFAULT_TABLE = "comparison"
 
-HOW_TO_ADD = f"Add these two lines where the table should go, then run the command again:\n\n{START}\n{END}\n"
+
+def markers(table: str = DEFAULT_TABLE) -> tuple[str, str]:
+    """The start and end markers of a named table (a README may hold several, e.g. ``leaving``)."""
+    return f"<!-- harness:{table}:start -->", f"<!-- harness:{table}:end -->"
+
+
+START, END = markers()
 
 
 def render(run_dir: Path) -> str:
@@ -32,11 +37,15 @@ def render(run_dir: Path) -> str:
     )
 
 
-def replace_between_markers(text: str, block: str, source: str = "the file") -> str:
-    """``text`` with the part between the markers replaced by ``block`` (on lines of its own)."""
+def replace_between_markers(text: str, block: str, source: str = "the file", table: str = DEFAULT_TABLE) -> str:
+    """``text`` with the part between the table's markers replaced by ``block`` (on lines of its own)."""
+    START, END = markers(table)
     starts, ends = text.count(START), text.count(END)
     if starts == 0 and ends == 0:
-        raise ConfigError(f"{source} has no table markers. {HOW_TO_ADD}")
+        raise ConfigError(
+            f"{source} has no table markers. Add these two lines where the table should go, then run the "
+            f"command again:\n\n{START}\n{END}\n"
+        )
     if starts != 1 or ends != 1:
         raise ConfigError(
             f"{source} must have exactly one `{START}` and one `{END}` line "
@@ -50,11 +59,11 @@ def replace_between_markers(text: str, block: str, source: str = "the file") -> 
     return text[:begin] + body + text[end:]
 
 
-def update_file(path: Path, block: str) -> bool:
-    """Writes the table into ``path`` between the markers; True when the file changed."""
+def update_file(path: Path, block: str, table: str = DEFAULT_TABLE) -> bool:
+    """Writes the table into ``path`` between its markers; True when the file changed."""
     path = Path(path)
     text = read_user_file(path, "Pass an existing UTF-8 markdown file to --update.", keep_line_ends=True)
-    updated = replace_between_markers(text, block, str(path))
+    updated = replace_between_markers(text, block, str(path), table)
     if updated == text:
         return False
     with path.open("w", encoding="utf-8", newline="") as handle:

@@ -4,7 +4,8 @@ A block is ``(kind, payload)``: ``("h1"|"h2"|"h3"|"p", text)``, ``("ul", items)`
 with ``"  - "`` nests under the one before), ``("table", frame)``, ``("img", path)``,
 ``("details", [FoldOut, ...])`` (rows a reader opens: ``<details>`` in HTML, one list line each in
 markdown) and ``("check", CheckDoc)`` (a catalogue entry, with its anchor). Text is inline markdown:
-``**bold**``, ``\\`code\\``` and ``[text](#anchor)`` links to anchors of the same document.
+``**bold**``, ``\\`code\\``` and ``[text](#anchor)`` links to anchors of the same document, read by
+markdown-it-py (CommonMark).
 
 The page needs nothing but a browser: images are data URIs, styles inline, no script.
 """
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from markdown_it import MarkdownIt
 
 from harness.checks.catalogue import CheckDoc, entry_markdown, example_lines
 from harness.core.formatting import is_nan
@@ -65,11 +66,25 @@ def render_markdown(blocks: list[tuple]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def inline_html(text: str) -> str:
-    text = html.escape(str(text), quote=False)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-    return re.sub(r"\[([^\[\]]+)\]\(#([^)\s]+)\)", lambda m: f'<a href="#{html.escape(m[2])}">{m[1]}</a>', text)
+class _ReportInline(MarkdownIt):
+    """Only what report text is written in: code spans, emphasis, links. No raw HTML (server text is
+    shown, never run), no backslash escapes or entities (evidence keeps its backslashes and `&amp;`
+    as sent), and a link only to an anchor of the same page."""
+
+    def __init__(self) -> None:
+        super().__init__("zero", {"html": False})
+        self.enable(["backticks", "emphasis", "link"])
+
+    def validateLink(self, url: str) -> bool:
+        return url.startswith("#")
+
+
+_INLINE = _ReportInline()
+
+
+def inline_html(text: object) -> str:
+    """Inline markdown as HTML, read by a CommonMark parser (a code span keeps its ``**`` as text)."""
+    return _INLINE.renderInline(str(text))
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.analysis.clients import verdict_text
+from harness.analysis.findings import finding_text, headline_client_text, merged, server_findings, skipped_clients
 from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, Summary
 from harness.core.formatting import fmt_bytes, fmt_value, is_nan
@@ -21,51 +23,78 @@ from harness.presentation.comparison import (
     comparison_frame,
     comparison_notes,
     comparison_table_md,
-    console_table,
     figure_notes,
     identity_lines,
     legend_text,
     meta_line,
 )
+from harness.presentation.console_table import console_table
 from harness.presentation.evidence import evidence_blocks, linked, named_checks, shapes_frame, shapes_note
 from harness.presentation.render import render_html, render_markdown
 from harness.presentation.sections import (
     bound_blocks,
+    client_blocks,
     counters_text,
     damage_blocks,
     eviction_blocks,
     growth_blocks,
     load_blocks,
     no_generation_blocks,
+    protocol_blocks,
     recorded_blocks,
 )
 
 MAX_ERRORS_LISTED = 20
+# Lines of one server's verdict: the verdict, a line per client, the findings, then one line naming
+# the findings left over.
+MAX_VERDICT_LINES = 12
+MIN_FINDINGS_LISTED = 4
 
 # --- the document -------------------------------------------------------------------------------
 
 
-def _verdict_lines(summary: Summary) -> list[str]:
+def verdict_lines(summary: Summary) -> list[str]:
+    """Per server: the verdict, then one line per replayed client (breaking ones first), then one line
+    per check it fails where the reference passes (breaking findings first, cosmetic ones last)."""
     lines = []
-    for server, v in summary.verdicts.items():
+    skipped = skipped_clients(summary)
+    for server, found in server_findings(summary).items():
+        v = found.verdict
+        clients = headline_client_text(found.clients)
         if v.drop_in is None:
             lines.append(f"**{server}: not determined** — no scenario turn could be compared with {v.reference}.")
         elif v.drop_in:
             lines.append(
                 f"**{server}: drop-in replacement for {v.reference}** — every check that passed on "
-                f"{v.reference} also passes ({v.compared} scenario turns compared)."
+                f"{v.reference} also passes ({v.compared} scenario turns compared)"
+                + (f"; {clients}." if clients else ".")
             )
         else:
             lines.append(
                 f"**{server}: NOT a drop-in replacement for {v.reference}** — {len(v.regressions)} "
-                f"regression(s) over {v.compared} scenario turns compared:"
+                f"regression(s) of {len(found.findings)} check(s) over {v.compared} scenario turns compared"
+                + (f"; {clients}." if clients else ".")
             )
-            for r in v.regressions:
-                where = f"{r.scenario}" + (f" [{r.variant}]" if r.variant else "") + f" turn {r.turn}"
-                lines.append(f"  - {where}: `{r.check}`" + (f" — {r.evidence[:160]}" if r.evidence else ""))
+        ordered = sorted(found.clients, key=lambda c: (c.drop_in is not False, c.skipped is not None))
+        lines += [f"  - {verdict_text(client)}" for client in ordered]
+        groups = merged(found.findings)
+        room = max(MIN_FINDINGS_LISTED, MAX_VERDICT_LINES - 2 - len(found.clients))
+        shown = groups if len(groups) <= room + 1 else groups[:room]
+        lines += [f"  - {finding_text(group[0], skipped, also=group[1:])}" for group in shown]
+        if len(groups) > len(shown):
+            rest = [finding for group in groups[len(shown) :] for finding in group]
+            lines.append(
+                f"  - and {len(rest)} more check(s) ({sum(len(f.turns) for f in rest)} turns, listed under "
+                "Behaviour and the failing requests): " + ", ".join(f"`{f.check}`" for f in rest)
+            )
         if v.missing:
             lines.append(f"  - {len(v.missing)} scenario turn(s) run on {v.reference} were not run on {server}.")
     return lines
+
+
+def plain_text(line: str) -> str:
+    """A report line for the console: no markdown emphasis or code marks."""
+    return line.replace("**", "").replace("`", "")
 
 
 def _behaviour_frame(summary: Summary) -> pd.DataFrame:
@@ -235,7 +264,7 @@ def report_blocks(summary: Summary, run_meta: dict[str, Any], images: dict[str, 
         blocks += [("p", "Not like-for-like:"), ("ul", notes)]
     blocks += [
         ("h2", "Migration verdict"),
-        ("ul", _verdict_lines(summary) or ["Only one server ran."]),
+        ("ul", verdict_lines(summary) or ["Only one server ran."]),
         ("h2", "Behaviour"),
         ("table", _behaviour_frame(summary)),
     ]
@@ -287,11 +316,13 @@ def _extra_sections(
     return (
         no_generation_blocks(summary, run_meta)
         + recorded_blocks(summary, run_meta)
+        + protocol_blocks(frame)
         + bound_blocks(summary, run_dir)
         + load_blocks(frame, servers, run_meta)
         + growth_blocks(frame, servers, run_meta, (images or {}).get("growth_per_turn"))
         + eviction_blocks(frame, servers, run_meta)
         + damage_blocks(frame, servers)
+        + client_blocks(summary, server_findings(summary))
     )
 
 
@@ -343,5 +374,7 @@ __all__ = [
     "comparison_notes",
     "comparison_table_md",
     "console_table",
+    "plain_text",
     "report_blocks",
+    "verdict_lines",
 ]

@@ -1,7 +1,8 @@
 """Report sections that exist only for some runs: answers served without generation, recorded
 sessions (``harness record`` / ``harness import`` scenarios), the cache-perfect bound (``--bound``),
 the load table (``--concurrency``), growth over a long session, eviction under pressure (interleaved
-sessions) and damaged caches. Each returns report blocks, or nothing when the run has no such data."""
+sessions), damaged caches and the client replay. Each returns report blocks, or nothing when the run
+has no such data."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from typing import Any
 import pandas as pd
 
 from harness.analysis.bound import bound_frames, load_bound
+from harness.analysis.clients import EFFECTS, mode_label
 from harness.analysis.concurrency import load_frame
 from harness.analysis.damage import damage_frame
 from harness.analysis.eviction import eviction_frame
+from harness.analysis.findings import ServerFindings
 from harness.analysis.growth import PER_TURNS, UNBOUNDED_FLOOR_MB, UNBOUNDED_SHARE, growth_frame
+from harness.analysis.protocols import protocol_frame
 from harness.analysis.summary import Summary, no_generation_rows
 from harness.core.formatting import fmt_value, is_nan
+from harness.presentation.render import FoldOut
 
 RECORDED_NOTE = (
     "Each request of a recorded session was replayed as recorded (messages, tools, tool_choice and "
@@ -86,6 +91,24 @@ def recorded_blocks(summary: Summary, run_meta: dict[str, Any]) -> list[tuple]:
                 ("ul", [f"{note} ({count} of {len(turns)})" for note, count in notes.items()]),
             ]
     return [("h2", "Recorded sessions"), ("p", RECORDED_NOTE), *blocks] if blocks else []
+
+
+PROTOCOLS_NOTE = (
+    "Each turn was sent twice to each server that serves both APIs: natively, through the Anthropic "
+    "Messages API exactly as recorded (only the model name swapped), and converted to OpenAI chat "
+    "completions the way a translating proxy sends it. Status, the checks each answer failed, time to "
+    "first token, total time, and whether the request reused a prompt cache (with the layer of evidence "
+    "that said so: the protocol's cached-token count, the server's log, or timing). See docs/anthropic.md."
+)
+
+
+def protocol_blocks(frame: pd.DataFrame) -> list[tuple]:
+    """The report's "Native vs converted" section (``--protocol both``); empty when no turn was sent
+    both ways."""
+    table = protocol_frame(frame)
+    if table.empty:
+        return []
+    return [("h2", "Native (Anthropic Messages) vs converted (OpenAI chat)"), ("p", PROTOCOLS_NOTE), ("table", table)]
 
 
 MAX_NO_GENERATION_LISTED = 40
@@ -357,4 +380,64 @@ def damage_blocks(frame: pd.DataFrame, servers: list[str]) -> list:
     lines = [f"{r['server']}: {r['fault']} → {r['outcome']}" for _, r in findings.iterrows()]
     blocks: list[tuple] = [("h2", "Damaged cache"), ("p", DAMAGE_NOTE), ("table", shown)]
     blocks.append(("ul", lines or ["No finding: every server answered or refused with an error."]))
+    return blocks
+
+
+MAX_BREAKING_SHOWN = 60  # breaking answers opened in the client section; the rest are counted
+
+CLIENTS_NOTE = (
+    "Every answer of the run was fed, as the exact bytes the server sent, to real client libraries' "
+    "own parsers (docs/clients.md). A client breaks on an answer when it raises, loses text or tool "
+    "calls, or gets another tool call than the answer (or, streamed, than the non-streamed answer to "
+    "the same request) carries; the table counts only answers where it does not break on the "
+    "reference's answer to the same request."
+)
+
+
+def client_blocks(summary: Summary, found: dict[str, ServerFindings]) -> list[tuple]:
+    """The client replay: which clients ran (versions, or why not), a line per server and client,
+    and each answer a client breaks on, to open."""
+    replay = summary.clients
+    if replay is None:
+        return []
+    ran = [f"{s.name} {s.version} ({s.answers} answers)" for s in replay.statuses if not s.skipped]
+    skipped = [f"{s.name}: not replayed — {s.skipped}" for s in replay.statuses if s.skipped]
+    blocks: list[tuple] = [("h2", "Client replay"), ("p", CLIENTS_NOTE), ("ul", [*ran, *skipped])]
+    records = []
+    folds: list[FoldOut] = []
+    for server, findings in found.items():
+        for verdict in findings.clients:
+            if verdict.skipped:
+                continue
+            effects = {effect: sum(g.breaking for g in verdict.breaks if g.effect == effect) for effect in EFFECTS}
+            records.append(
+                {
+                    "Server": server,
+                    "Client": verdict.client,
+                    "Answers compared": verdict.compared,
+                    "Breaking": verdict.breaking,
+                    **{effect.capitalize(): n for effect, n in effects.items()},
+                    "Tolerated checks": ", ".join(verdict.tolerated) or "–",
+                }
+            )
+            for group in verdict.breaks:
+                for answer, turn, detail in group.answers:
+                    folds.append(
+                        FoldOut(
+                            f"{server} · {verdict.client} · {group.scenario} [{mode_label(group.variant)}] "
+                            f"turn {turn}: {group.effect}",
+                            [("What the client got", "text", detail), ("The answer's bytes", "text", f"`{answer}`")],
+                            md_tail=f"{detail[:160]} (`{answer}`)",
+                        )
+                    )
+    if records:
+        blocks.append(("table", pd.DataFrame(records)))
+    if folds:
+        shown = folds[:MAX_BREAKING_SHOWN]
+        blocks.append(("h3", f"Answers a client breaks on ({len(folds)})"))
+        if len(folds) > len(shown):
+            blocks.append(("p", f"The first {len(shown)}; clients.jsonl in the run folder has every result."))
+        blocks.append(("details", shown))
+    elif records:
+        blocks.append(("p", "No client breaks on an answer it reads fine from the reference."))
     return blocks

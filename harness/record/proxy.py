@@ -1,5 +1,6 @@
 """The recording proxy: an ASGI app that passes every request to the upstream server unchanged and
-streams the answer back unchanged, as it arrives, while keeping a copy of each chat exchange.
+streams the answer back unchanged, as it arrives, while keeping a copy of each chat exchange (OpenAI
+chat completions, and the Anthropic Messages API at ``.../v1/messages``).
 
 Nothing on the client's path waits for the recording: the request body is forwarded as received
 (bytes, not re-encoded JSON), each chunk of the answer is sent on before anything else is done with
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpcore
 
+from harness.capture.http import describe_transport_error
 from harness.scenario.recorded import header_secrets
 
 Scope = MutableMapping[str, Any]
@@ -53,6 +55,17 @@ HOP_BY_HOP = frozenset(
 # An answer's own length is still right when its bytes pass unchanged, so it is kept.
 RESPONSE_DROPPED = HOP_BY_HOP - {b"content-length"}
 RECORDED_PATHS = ("/v1/chat/completions", "/chat/completions")
+# The Anthropic Messages API, wherever a server mounts it (``/v1/messages``, ``/anthropic/v1/messages``);
+# ``/v1/messages/count_tokens`` answers no chat and passes through unrecorded.
+MESSAGES_SUFFIX = "/v1/messages"
+
+
+def recorded_path(path: str) -> bool:
+    """Whether an exchange on ``path`` is a chat exchange the proxy keeps a copy of."""
+    path = path.rstrip("/")
+    return path in RECORDED_PATHS or path.endswith(MESSAGES_SUFFIX)
+
+
 # httpcore's errors have no common base: the ones an upstream exchange can end with.
 UPSTREAM_ERRORS = (
     httpcore.NetworkError,
@@ -94,6 +107,11 @@ class Exchange:
     @property
     def streamed(self) -> bool:
         return self.content_type.lower().startswith("text/event-stream")
+
+    @property
+    def protocol(self) -> str:
+        """ "anthropic" for a Messages API exchange, else "openai" (chat completions)."""
+        return "anthropic" if self.path.rstrip("/").endswith(MESSAGES_SUFFIX) else "openai"
 
 
 class RecordingProxy:
@@ -145,14 +163,16 @@ class RecordingProxy:
         query = scope.get("query_string") or b""
         url = self.upstream + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         method = scope["method"]
-        recorded = method == "POST" and scope["path"].rstrip("/") in RECORDED_PATHS
+        recorded = method == "POST" and recorded_path(scope["path"])
         exchange = Exchange(method, scope["path"], time.time(), bytes(body)) if recorded else None
         started = time.perf_counter()
         request = httpcore.Request(method, url, headers=headers, content=bytes(body), extensions={"timeout": TIMEOUTS})
         try:
             response = await self.pool.handle_async_request(request)
         except UPSTREAM_ERRORS as exc:
-            message_text = f"harness record: the upstream server {self.upstream} did not answer: {_describe(exc)}"
+            message_text = (
+                f"harness record: the upstream server {self.upstream} did not answer: {describe_transport_error(exc)}"
+            )
             await _send_error(send, 502, message_text)
             if exchange is not None:
                 exchange.error, exchange.total_s = message_text, time.perf_counter() - started
@@ -222,15 +242,9 @@ async def _send_error(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _describe(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    detail = str(exc) or (str(cause) if cause else "")
-    return f"{type(exc).__name__}: {detail}".strip().rstrip(":")[:300]
-
-
 def _cut_off(exc: BaseException) -> str:
     if isinstance(exc, UPSTREAM_ERRORS):
-        return f"the upstream server broke off the answer: {_describe(exc)}"
+        return f"the upstream server broke off the answer: {describe_transport_error(exc)}"
     if isinstance(exc, OSError):
-        return f"the client left before the answer was complete ({_describe(exc)})"
+        return f"the client left before the answer was complete ({describe_transport_error(exc)})"
     return f"the answer was cut off when the proxy stopped ({type(exc).__name__})"

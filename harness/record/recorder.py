@@ -27,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.capture import cachefiles
-from harness.capture.http import CapturedResponse, ReplayLimits, Timed
-from harness.capture.sse import SSEReader, delta_has_output
+from harness.capture.http import CapturedResponse, ReplayLimits, Timed, event_has_output
 from harness.checks import conformance
 from harness.core.rows import RESULTS_FILE, ResultRow, ResultWriter
+from harness.core.sse import SSEReader
 from harness.models.tokens import TokenCounter
 from harness.record.proxy import Exchange
+from harness.run.captures import mask_written
 from harness.run.meta import RunMeta, machine_info, package_versions
 from harness.run.request import RequestContext, RequestExecutor, redact_row
-from harness.scenario.definition import RequestKinds, Scenario, recorded_request
+from harness.scenario import anthropic
+from harness.scenario.definition import PlannedRequest, RequestKinds, Scenario, anthropic_request, recorded_request
 from harness.scenario.recorded import (
     RecordedExchange,
     SessionSplitter,
@@ -45,7 +47,7 @@ from harness.scenario.recorded import (
     write_sessions,
 )
 from harness.server.process import ServerProcess
-from harness.server.spec import ServerSpec
+from harness.server.spec import ANTHROPIC, ANTHROPIC_MESSAGES_PATH, OPENAI, OPENAI_CHAT_PATH, ServerSpec
 
 EXCHANGES_FILE = "exchanges.jsonl"
 SCENARIOS_DIR = "scenarios"
@@ -100,7 +102,7 @@ def timed_exchange(exchange: Exchange) -> Timed:
         first: float | None = None
         for chunk, arrived in exchange.chunks:
             for event in reader.feed(chunk, arrived):
-                if first is None and delta_has_output(event.payload):
+                if first is None and event_has_output(event.payload, exchange.protocol):
                     first = event.arrived_s
         reader.close(exchange.total_s)
         captured = CapturedResponse(
@@ -112,6 +114,11 @@ def timed_exchange(exchange: Exchange) -> Timed:
     )
     # As for a request the harness sends: nothing arrives before the whole body.
     return Timed(captured, ttft_s=None if exchange.error else exchange.total_s, total_s=exchange.total_s)
+
+
+def _messages_answer(exchange: Exchange) -> tuple[dict[str, Any] | None, list[str]]:
+    """A Messages API answer (its body, or its SSE text) as a ``chat.completion`` object (R9)."""
+    return anthropic.convert_response(exchange.body().decode("utf-8", errors="replace"))
 
 
 class Recorder:
@@ -132,7 +139,12 @@ class Recorder:
         self.run_id = run_id
         self.name = name
         self.on_row = on_row or (lambda row: None)
-        self.spec = ServerSpec(name=label, label=f"{label} (observed by harness record)", base_url=upstream)
+        self.spec = ServerSpec(
+            name=label,
+            label=f"{label} (observed by harness record)",
+            base_url=upstream,
+            protocols={OPENAI: OPENAI_CHAT_PATH, ANTHROPIC: ANTHROPIC_MESSAGES_PATH},
+        )
         # A server the harness only observes: never started or stopped, its disk not looked at.
         self.server = ServerProcess(self.spec, model_dir or "", home=self.run_dir, log_path=self.run_dir / "none.log")
         self.tokens = TokenCounter(model_dir)
@@ -219,28 +231,45 @@ class Recorder:
         body, in_body = strip_secrets(body)
         secrets = exchange.secrets + in_body
         timed = timed_exchange(exchange)
-        notes = []
+        native = exchange.protocol == ANTHROPIC
+        notes: list[str] = []
+        # A Messages API exchange is kept as sent and as its conversion (harness.scenario.anthropic).
+        converted, notes = anthropic.convert_request(body) if native else (body, [])
         if exchange.error:
             notes.append(f"the recorded exchange did not complete: {exchange.error}")
         elif exchange.status != 200:
             text = exchange.body().decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
             notes.append(f"the recorded answer was HTTP {exchange.status}: {text}")
+        if native:
+            answer, more = (None, []) if exchange.status != 200 or exchange.error else _messages_answer(exchange)
+            notes += more
+        else:
+            answer = answer_as_completion(timed.captured)
         recorded = RecordedExchange(
-            request=mask_secrets(body, secrets),
-            response=mask_secrets(answer_as_completion(timed.captured), secrets),
+            request=mask_secrets(converted, secrets),
+            response=mask_secrets(answer, secrets),
             notes=mask_secrets(notes, secrets),
             source="harness record",
+            anthropic_request=mask_secrets(body, secrets) if native else None,
         )
         session = self.splitter.add(recorded)
         executor = self._executor(session)
         turn = len(self.splitter.sessions[session].exchanges) - 1
-        planned = recorded_request(executor.context.scenario.name, turn, body)
+        name = executor.context.scenario.name
+        planned: PlannedRequest = (
+            anthropic_request(name, turn, body, converted) if native else recorded_request(name, turn, body)
+        )
         row = executor.build_row(planned, self.kinds[session].next(planned), timed, exchange.started_at)
+        if native:
+            row.variant = f"{VARIANT},{ANTHROPIC}"  # as a native replay of the recorded scenario labels it
         row.model = str(body.get("model")) if body.get("model") is not None else None
         for secret in secrets:
             row = redact_row(row, secret)
+        mask_written(self.run_dir, row, secrets)
         executor.finish(row, _EMPTY, _EMPTY, None)
         line: dict[str, Any] = {"request": recorded.request, "response": recorded.response}
+        if recorded.anthropic_request is not None:
+            line["anthropic_request"] = recorded.anthropic_request
         if recorded.notes:
             line["notes"] = recorded.notes
         self.journal.write(json.dumps(line, ensure_ascii=False) + "\n")

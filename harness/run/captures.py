@@ -8,6 +8,10 @@ keeps ``captures/<name>/`` with
                     the server had in the run, ``HARNESS_API_KEY`` supplies the key),
 - ``capture.json``  which request it was, the status and the failed checks with their evidence.
 
+Every other answer keeps only its raw bytes, ``answers/<name>.raw`` (a few KB each), so the client
+replay (``harness.clients``) can feed every answer to real client libraries. The row names the file
+holding its answer's bytes either way (``ResultRow.answer``).
+
 An API key never lands in a capture: it is masked in both bodies, and the curl line reads it from
 the environment. The row names its capture folder (``ResultRow.capture``).
 """
@@ -23,6 +27,7 @@ from harness.capture.http import CapturedResponse
 from harness.core.rows import ResultRow
 
 CAPTURES_DIR = "captures"
+ANSWERS_DIR = "answers"
 REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.raw"
 CURL_FILE = "curl.sh"
@@ -99,6 +104,33 @@ def write_capture(run_dir: Path, row: ResultRow, captured: CapturedResponse, url
     }
     (path / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return folder
+
+
+def write_answer(run_dir: Path, row: ResultRow, captured: CapturedResponse, secret: str | None) -> str:
+    """The file holding the raw bytes of ``row``'s answer, relative to ``run_dir``: its capture's
+    response.raw when it has one, else answers/<name>.raw, written here."""
+    if row.capture:
+        return f"{row.capture}/{RESPONSE_FILE}"
+    name = f"{ANSWERS_DIR}/{capture_name(row)}.raw"
+    path = Path(run_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(mask(captured.body or b"", secret))
+    return name
+
+
+def mask_written(run_dir: Path, row: ResultRow, secrets: list[str]) -> None:
+    """Masks ``secrets`` in the files written for ``row`` (its answer and its capture): for secrets
+    only the caller knows, such as the keys the recording proxy saw."""
+    paths = [Path(run_dir) / row.answer] if row.answer else []
+    if row.capture:
+        paths += [path for path in (Path(run_dir) / row.capture).iterdir() if path.is_file()]
+    for path in dict.fromkeys(paths):
+        data = path.read_bytes()
+        masked = data
+        for secret in secrets:
+            masked = mask(masked, secret)
+        if masked != data:
+            path.write_bytes(masked)
 
 
 @dataclass(frozen=True)

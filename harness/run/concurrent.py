@@ -100,7 +100,11 @@ def replay_concurrent(
     plans: list[list[PlannedRequest]] = []
     for session in range(sessions):
         planned = plan_requests(
-            scenario, stream=variant.stream, tool_choice=variant.tool_choice, request_serial=request_serial
+            scenario,
+            stream=variant.stream,
+            tool_choice=variant.tool_choice,
+            request_serial=request_serial,
+            protocol=variant.protocol,
         )
         request_serial += len(planned)
         tag_session(planned, session)

@@ -14,6 +14,7 @@
     turns = 100                         # turns of generated scenarios (long-session; eviction: per session)
     max_capacity = 2                    # prompt-cache capacity servers start with (MLX-Textgen --max-capacity)
     time_budget_s = 1500                # seconds per server per scenario (over a scenario's own budget)
+    protocol = "both"                   # openai (default) | anthropic (Messages API, natively) | both
     [tool.harness.server.legacy.quirks] # legacy quirk switches (defaults as the original)
     max_tokens_ignored = false
     [tool.harness.server.mlx-textgen]   # extra arguments for MLX-Textgen (e.g. one cache slot)
@@ -21,6 +22,7 @@
     [tool.harness.server.my-legacy]     # any command line as a server
     command = ["/path/venv/bin/python", "vllm-mlx-server.py", "--model", "{model}", "--port", "{port}"]
     ready_path = "/health"
+    protocols = {openai = "/v1/chat/completions", anthropic = "/v1/messages"}  # served APIs and paths
     [tool.harness.server.fleet]         # an already-running server: no start/stop, cache files not observable
     base_url = "http://127.0.0.1:8000"
     request_model = "Qwen/Qwen2.5-7B-Instruct"  # the `model` to send, when not the first id of /v1/models
@@ -39,9 +41,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from harness.core.errors import ConfigError
+from harness.core.rows import PROTOCOLS
+from harness.run.gate_settings import GateSettings
 from harness.server.catalogue import load_catalogue, split_release
 from harness.server.spec import BUILTIN_SERVERS, LIKE_FOR_LIKE_SERVER, ServerSpec, legacy_spec
 
@@ -76,6 +80,21 @@ class ServerOverride(BaseModel):
     # Start from a built-in server's spec under another name, e.g. the legacy stand-in with one
     # quirk switched, so both settings can be compared in one run.
     like: str | None = None
+    # The protocols the server serves and the path of each, e.g.
+    # {openai = "/v1/chat/completions", anthropic = "/v1/messages"} (default: OpenAI chat only).
+    protocols: dict[str, str] | None = None
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, path in (value or {}).items():
+            if name not in PROTOCOLS:
+                raise ValueError(f"unknown protocol '{name}'; known: {', '.join(PROTOCOLS)}")
+            if not path.startswith("/"):
+                raise ValueError(f"the path of '{name}' must start with '/' (e.g. \"/v1/messages\"), not {path!r}")
+        if value is not None and not value:
+            raise ValueError('name at least one protocol, e.g. {openai = "/v1/chat/completions"}')
+        return value
 
     @field_validator("reuse_pattern", "miss_pattern")
     @classmethod
@@ -118,11 +137,16 @@ class RunConfig(BaseModel):
     ready_timeout_s: float = 180.0
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 120.0
-    api_key: str | None = None
+    # Sent as a bearer token and to servers that take one; never printed, never in run.json.
+    api_key: SecretStr | None = None
     # How servers' own environments are filled: "uv" or "pip"; None takes uv when it is installed.
     installer: Literal["uv", "pip"] | None = None
+    # Which API the requests go through: "openai" (chat completions; an Anthropic-format turn is
+    # sent as its conversion), "anthropic" (the Messages API, natively: turns that carry an Anthropic
+    # body, to servers that serve it) or "both" (each turn both ways, set side by side in the report).
+    protocol: Literal["openai", "anthropic", "both"] = "openai"
     server: dict[str, ServerOverride] = Field(default_factory=dict)
-    gate: dict[str, Any] = Field(default_factory=dict)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     @field_validator("context_tokens", mode="before")
     @classmethod
@@ -139,8 +163,7 @@ class RunConfig(BaseModel):
     def public_dump(self) -> dict[str, Any]:
         """The config as recorded in run.json: the API key never leaves memory."""
         data = self.model_dump()
-        if data.get("api_key"):
-            data["api_key"] = "***"
+        data["api_key"] = "***" if self.api_key else None
         return data
 
     def server_specs(self) -> list[ServerSpec]:
@@ -152,7 +175,7 @@ class RunConfig(BaseModel):
             if override is None and listed in catalogue and listed not in BUILTIN_SERVERS:
                 spec = catalogue[listed].spec(release, name=name)
                 spec.ready_timeout_s = max(spec.ready_timeout_s, self.ready_timeout_s)
-                spec.api_key = self.api_key
+                spec.api_key = self.api_key.get_secret_value() if self.api_key else None
                 specs.append(spec)
                 continue
             if release is not None and override is None:
@@ -201,13 +224,14 @@ class RunConfig(BaseModel):
                     "prompt_tokens_include_cached",
                     "packages",
                     "capacity_args",
+                    "protocols",
                 ):
                     value = getattr(override, field_name)
                     if value is not None:
                         setattr(spec, field_name, value)
             if override is None or override.ready_timeout_s is None:
                 spec.ready_timeout_s = self.ready_timeout_s
-            spec.api_key = self.api_key
+            spec.api_key = self.api_key.get_secret_value() if self.api_key else None
             specs.append(spec)
         if self.reference not in self.servers:
             raise ConfigError(
@@ -252,10 +276,15 @@ def load_config(
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}"
+            + ("" if isinstance(err["input"], dict) else f" (got {err['input']!r})")
+            for err in exc.errors()
+        )
         raise ConfigError(
             f"invalid harness configuration (from {', '.join(sources) or 'the command line'}): {problems}. "
-            "See the field list at the top of harness/config.py."
+            "Every field is listed in docs/usage.md (harness.toml) and at the top of harness/run/config.py "
+            "(the gate's: harness/run/gate_settings.py)."
         ) from None
 
 

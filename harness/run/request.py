@@ -37,13 +37,16 @@ import httpx
 
 from harness.capture import cachefiles
 from harness.capture.http import CapturedResponse, ReplayLimits, Timed, conversation_sha, send
-from harness.checks import conformance
+from harness.checks import conformance, messages
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
-from harness.run.captures import needs_capture, write_capture
+from harness.run.captures import needs_capture, write_answer, write_capture
 from harness.run.pairs import StreamPairs
 from harness.scenario.definition import PlannedRequest, Scenario
 from harness.server.process import ServerProcess, describe_exit
+
+# Sent with every Messages API request, as the anthropic client sends it.
+MESSAGES_HEADERS = {"anthropic-version": "2023-06-01"}
 
 # A row keeps this much of an answer's text (content_sha covers all of it).
 ROW_CONTENT_CHARS = 4000
@@ -260,19 +263,20 @@ class RequestExecutor:
         """Sends ``request``, checks the answer and returns its row (cache fields not yet filled)."""
         ctx, server = self.context, self.context.server
         body = request.body(server.model_id or ctx.model_name)
-        url = server.base_url + server.spec.chat_path
+        url = self.url(request)
         ask_usage = self._ask_stream_usage(request)
         if ask_usage:
             body["stream_options"] = {"include_usage": True}
+        headers = MESSAGES_HEADERS if request.protocol == "anthropic" else None
         rss_before = server.tree_rss_bytes()
         started_at = time.time()
-        timed = send(client, url, body, ctx.limits)
+        timed = send(client, url, body, ctx.limits, headers, request.protocol)
         if ask_usage and _refuses_stream_options(timed.captured):
             # Remembered: this server is never asked again, and this request goes again as written.
             self.observations.stream_usage = "refused"
             body.pop("stream_options")
             started_at = time.time()
-            timed = send(client, url, body, ctx.limits)
+            timed = send(client, url, body, ctx.limits, headers, request.protocol)
         rss_after = server.tree_rss_bytes()
         row = self.build_row(request, kind, timed, started_at, session, body=body, url=url)
         row.rss_before_bytes, row.rss_after_bytes = rss_before, rss_after
@@ -280,6 +284,14 @@ class RequestExecutor:
             # prompt_tokens comes only from usage: whether the stream carried any
             self.observations.stream_usage = "sent" if row.prompt_tokens is not None else "ignored"
         return row
+
+    def url(self, request: PlannedRequest) -> str:
+        """Where ``request`` goes: the server's path for its protocol."""
+        spec = self.context.server.spec
+        path = spec.protocol_path(request.protocol)
+        if path is None:
+            raise ValueError(f"{spec.name} does not serve the {request.protocol} protocol")  # the runner skips it
+        return self.context.server.base_url + path
 
     def build_row(
         self,
@@ -298,14 +310,21 @@ class RequestExecutor:
         spec = server.spec
         model = server.model_id or ctx.model_name
         body = body if body is not None else request.body(model)  # as sent: the pair key, the capture
-        url = url or server.base_url + server.spec.chat_path
-        answer = conformance.extract_answer(timed.captured)
+        url = url or server.base_url + (spec.protocol_path(request.protocol) or spec.chat_path)
+        native = request.protocol == "anthropic"
+        checks = messages if native else conformance
+        answer = checks.extract_answer(timed.captured)
         self._note_fingerprint(timed.captured)
-        outcome = conformance.run_checks(timed.captured, answer, request)
+        outcome = checks.run_checks(timed.captured, answer, request)
         usage = answer.usage or {}
+        if native:
+            prompt, completion, cached = messages.usage_figures(answer.usage)
+        else:
+            details = usage.get("prompt_tokens_details") or {}
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
         output_text = (answer.content or "") + "".join(json.dumps(call.get("arguments")) for call in answer.tool_calls)
         counted = ctx.tokens.count(output_text) if ctx.tokens.available else None
-        completion = usage.get("completion_tokens")
         decode = None
         if timed.ttft_s is not None and counted:
             span = timed.total_s - timed.ttft_s
@@ -329,7 +348,6 @@ class RequestExecutor:
             if code is not None:
                 died = f"{spec.name} exited with {describe_exit(code)} during the request"
                 error = f"{error}; {died}" if error else died
-        details = usage.get("prompt_tokens_details") or {}
         row = ResultRow(
             run_id=ctx.run_id,
             server=spec.name,
@@ -338,6 +356,7 @@ class RequestExecutor:
             session=session,
             conversation=request.conversation,
             variant=ctx.variant,
+            protocol=request.protocol,
             model=ctx.model_name,
             tool_choice=tool_choice_text(request.tool_choice),
             turn=request.turn,
@@ -350,11 +369,11 @@ class RequestExecutor:
             http_status=timed.captured.http_status,
             error=error,
             finish_reason=answer.finish_reason,
-            prompt_tokens=usage.get("prompt_tokens"),
+            prompt_tokens=prompt,
             completion_tokens=completion if completion is not None else counted,
             tokens_source="usage" if completion is not None else ("counted" if counted is not None else None),
             decode_tok_s=decode,
-            cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
+            cached_tokens=cached,
             content=(answer.content or "")[:ROW_CONTENT_CHARS] if answer.content is not None else None,
             content_sha=_content_sha(answer.content),
             tool_calls=answer.tool_calls,
@@ -379,6 +398,7 @@ class RequestExecutor:
             self.references.compare(row)
         if needs_capture(row):
             row.capture = write_capture(ctx.run_dir, row, timed.captured, url, spec.api_key)
+        row.answer = write_answer(ctx.run_dir, row, timed.captured, spec.api_key)
         return row
 
     def finish(
@@ -405,7 +425,10 @@ class RequestExecutor:
         log_reused, log_tokens = self.server.cache_reuse_from_log(log_text) if log_text else (None, None)
         conversation = self._conversations.setdefault((row.session, row.conversation), _Conversation())
         reused_tokens = row.cached_tokens if row.cached_tokens is not None else log_tokens
-        includes = self._prompt_tokens_convention(row, conversation, reused_tokens)
+        # A Messages API prompt_tokens is added up from its parts, cached ones included.
+        includes = (
+            True if row.protocol == "anthropic" else self._prompt_tokens_convention(row, conversation, reused_tokens)
+        )
         decision = decide_cache_reuse(
             row.prompt_tokens, row.cached_tokens, log_reused, log_tokens, self._timing(row, conversation), includes
         )

@@ -22,7 +22,7 @@ from harness.capture.http import ReplayLimits
 from harness.checks.damage import classify as classify_damage
 from harness.checks.damage import classify_start_failure
 from harness.core.errors import Interrupted, ServerError
-from harness.core.rows import RESULTS_FILE, ResultRow, ResultWriter
+from harness.core.rows import PROTOCOLS, RESULTS_FILE, ResultRow, ResultWriter
 from harness.models.tokens import TokenCounter
 from harness.run import bound, concurrent
 from harness.run.config import RunConfig
@@ -261,6 +261,9 @@ class Runner:
         assert self.meta is not None
         entry = self.meta.server_entry(server.spec)
         entry["command"] = server.public_command()
+        told = server.told_args()
+        if told:  # the report says so: a server that needed telling differs from one that found out
+            entry.setdefault("told", {})[Path(server.model).name] = told
         self.say(f"starting {server.spec.name} on {Path(server.model).name}")
         try:
             server.start()
@@ -319,7 +322,7 @@ class Runner:
         self.deadline = time.monotonic() + self.budget_s if self.budget_s else None
         server: ServerProcess | None = None
         try:
-            for index, variant in enumerate(scenario.play_modes()):
+            for index, variant in enumerate(self._modes(spec, scenario)):
                 label = variant.label(scenario)
                 if server is None or (not server.alive() and not spec.base_url):
                     if server is not None:
@@ -342,6 +345,36 @@ class Runner:
         finally:
             if server is not None:
                 self._stop(server)
+
+    def _modes(self, spec: ServerSpec, scenario: Scenario) -> list[Variant]:
+        """The scenario's modes, each once per protocol ``--protocol`` asks for that the server
+        serves and the scenario can be sent through (natively: turns with an Anthropic body).
+        A combination left out is said once in run.json's notes; none left means nothing to play."""
+        wanted = list(PROTOCOLS) if self.config.protocol == "both" else [self.config.protocol]
+        playable = []
+        for protocol in wanted:
+            if spec.protocol_path(protocol) is None:
+                why = f"{spec.name} does not serve the {protocol} protocol ({', '.join(spec.protocols)} only)"
+            elif protocol == "anthropic" and not scenario.has_anthropic:
+                why = f"{scenario.name} has no turn with an Anthropic Messages body (anthropic_request)"
+            else:
+                playable.append(protocol)
+                continue
+            self._note(f"{scenario.name} not sent through {protocol} to {spec.name}: {why}")
+        # Native first: its first request is then the cold one.
+        playable.sort(key=lambda protocol: protocol != "anthropic")
+        return [
+            variant.model_copy(update={"protocol": protocol})
+            for variant in scenario.play_modes()
+            for protocol in playable
+        ]
+
+    def _note(self, text: str) -> None:
+        assert self.meta is not None
+        if text not in self.meta.data["notes"]:
+            self.meta.data["notes"].append(text)
+            self.say(text)
+            self.meta.save()
 
     def _write_failed_start(
         self, spec: ServerSpec, scenario: Scenario, variant: Variant, repeat: int, group: ModelGroup, message: str
@@ -399,7 +432,11 @@ class Runner:
         once the session went on over damaged copies of the cache, whose servers are all stopped)."""
         scenario = executor.context.scenario
         planned = plan_requests(
-            scenario, stream=variant.stream, tool_choice=variant.tool_choice, request_serial=self.request_serial
+            scenario,
+            stream=variant.stream,
+            tool_choice=variant.tool_choice,
+            request_serial=self.request_serial,
+            protocol=variant.protocol,
         )
         self.request_serial += len(planned)
         self.say(f"{executor.server.spec.name}: {scenario.name} [{executor.context.variant}] ({len(planned)} requests)")

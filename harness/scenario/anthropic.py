@@ -1,8 +1,8 @@
 """Anthropic Messages API traffic -> the OpenAI chat-completions traffic that a coding-agent proxy
 sends to an OpenAI-compatible backend in its place (``harness import`` of proxy traces).
 
-The conversion rules, each applied where it is marked below (``R1`` ... ``R9``), and listed in the
-README ("Your own sessions"). A block or field that cannot be converted is never dropped silently:
+The conversion rules, each applied where it is marked below (``R1`` ... ``R9``), and listed in
+docs/sessions.md. A block or field that cannot be converted is never dropped silently:
 it becomes a note on the turn, which the import prints and the report shows.
 
 R1 system: a string becomes one ``system`` message; a list of text blocks becomes one ``system``
@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from harness.core.sse import SSEReader
 
 # R8: fields with the same meaning in both formats, in the order they are written.
 _SAME_PARAMS = ("max_tokens", "temperature", "top_p")
@@ -223,6 +225,27 @@ class _Conversion:
             body["parallel_tool_calls"] = False
 
 
+def openai_tool_choice(choice: Any) -> str | dict[str, Any] | None:
+    """R7 alone: the OpenAI form of a Messages API ``tool_choice`` (None when it has none)."""
+    if not isinstance(choice, dict):
+        return None
+    body: dict[str, Any] = {}
+    _Conversion().tool_choice(choice, body)
+    found = body.get("tool_choice")
+    return found if isinstance(found, str | dict) else None
+
+
+def messages_tool_choice(choice: str | dict[str, Any]) -> dict[str, Any]:
+    """R7 backwards, for a mode that sets ``tool_choice`` (given in the OpenAI form) on an Anthropic
+    request: "required" -> ``any``, "auto" / "none" as they are, a named function -> ``tool``."""
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        return {"type": "tool", "name": str(name)}
+    back = {value: key for key, value in _TOOL_CHOICE.items()}
+    return {"type": back[choice]} if choice in back else {"type": "tool", "name": choice}
+
+
 def _blocks(content: Any) -> list[Any]:
     return content if isinstance(content, list) else [content]
 
@@ -289,15 +312,12 @@ def _sse_message(text: str) -> dict[str, Any] | None:
     message: dict[str, Any] | None = None
     blocks: dict[int, dict[str, Any]] = {}
     partial_json: dict[int, str] = {}
-    for event in text.replace("\r\n", "\n").split("\n\n"):
-        data = "\n".join(line[5:].lstrip(" ") for line in event.split("\n") if line.startswith("data:"))
-        if not data or data.strip() == "[DONE]":
-            continue
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            continue
-        if not isinstance(payload, dict):
+    reader = SSEReader()
+    reader.feed(text.encode("utf-8"), 0.0)
+    reader.close(0.0)
+    for event in reader.events:
+        payload = event.payload  # None for [DONE] and for an event that is not a JSON object
+        if payload is None:
             continue
         kind = payload.get("type")
         if kind == "message_start" and isinstance(payload.get("message"), dict):

@@ -32,6 +32,16 @@ tool_choice and parameters, only ``model`` swapped for the server's own id::
         expect: {...}          # optional, as on any turn
         name: content-null     # optional on any turn: a short label that reports show
 
+A turn may also carry the request as an Anthropic Messages API body (``anthropic_request:``), as
+Claude Code sends it: ``harness import`` of an Anthropic trace and ``harness record`` of a
+``/v1/messages`` exchange keep it beside the converted ``request``, and an authored turn may give it
+alone (its ``request`` is then the conversion, ``harness.scenario.anthropic``). With ``--protocol
+anthropic`` it goes to the server's Messages endpoint as recorded, only ``model`` swapped (and a
+mode's ``stream`` / ``tool_choice``); with ``openai`` the converted body goes to chat completions::
+
+      - anthropic_request: {system: [...], messages: [...], tools: [...], max_tokens: 32000, stream: true}
+        name: billing-header-changing
+
 The harness never "cleans" a recorded request: the shapes real clients send are what breaks servers.
 The one change besides ``model``: when a mode turns streaming off, ``stream_options`` goes too (it is
 only valid on a streamed request, and a client that does not stream does not send it).
@@ -73,7 +83,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from harness.core.errors import HarnessError
 from harness.core.paths import builtin_scenarios_dir
-from harness.core.rows import RequestKind
+from harness.core.rows import Protocol, RequestKind
+from harness.scenario import anthropic
 
 
 class ScenarioError(HarnessError):
@@ -133,6 +144,8 @@ class Turn(_Strict):
     # A recorded request body, replayed as it is (see the module docstring), with the answer that
     # was recorded for it and what its import could not convert.
     request: dict[str, Any] | None = None
+    # The same request as an Anthropic Messages API body, sent as it is with --protocol anthropic.
+    anthropic_request: dict[str, Any] | None = None
     response: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
     reply: Reply | None = None
@@ -154,6 +167,16 @@ class Turn(_Strict):
 
     @model_validator(mode="after")
     def _one_input(self) -> Turn:
+        if self.anthropic_request is not None:
+            messages = self.anthropic_request.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise ValueError("'anthropic_request' must be a Messages API body with a non-empty 'messages' list")
+            if self.user is not None or self.tool_results is not None:
+                raise ValueError("an 'anthropic_request' turn carries its own history: drop 'user' / 'tool_results'")
+            if self.request is None:
+                # Authored in the Anthropic format only: the OpenAI path sends what a proxy would.
+                self.request, notes = anthropic.convert_request(self.anthropic_request)
+                self.notes = [*self.notes, *(note for note in notes if note not in self.notes)]
         given = [name for name in ("user", "tool_results", "request") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("a turn needs exactly one of 'user', 'tool_results' or 'request'")
@@ -187,6 +210,8 @@ class Variant(_Strict):
 
     stream: bool | None = None
     tool_choice: str | None = None
+    # The API the mode goes through; set by the run (--protocol), not in a scenario file.
+    protocol: Protocol = Field(default="openai", exclude=True)
 
     def label(self, scenario: Scenario) -> str:
         stream = self.stream if self.stream is not None else scenario.stream
@@ -196,6 +221,8 @@ class Variant(_Strict):
         choice = self.tool_choice or scenario.tool_choice
         if choice:
             parts.append(f"tool_choice={choice}")
+        if self.protocol != "openai":
+            parts.append(self.protocol)
         return ",".join(parts)
 
 
@@ -281,6 +308,11 @@ class Scenario(_Strict):
         """Whether the scenario's turns are recorded request bodies (replayed exactly)."""
         return any(turn.request is not None for turn in self.turns)
 
+    @property
+    def has_anthropic(self) -> bool:
+        """Whether any turn carries an Anthropic Messages body (so it can be replayed natively)."""
+        return any(turn.anthropic_request is not None for turn in self.turns)
+
 
 @dataclass
 class PlannedRequest:
@@ -310,9 +342,12 @@ class PlannedRequest:
     name: str | None = None
     # A clear 4xx naming what is unsupported is an acceptable answer (the scenario's ``unsupported_ok``).
     unsupported_ok: bool = False
+    # The API it goes through: "anthropic" sends ``raw`` (a Messages API body) to the Messages
+    # endpoint; ``messages``, ``tools`` and ``params`` are then its OpenAI conversion, for the checks.
+    protocol: Protocol = "openai"
 
     def body(self, model_id: str) -> dict[str, Any]:
-        """The JSON body of the chat-completions request."""
+        """The JSON body of the request (chat completions, or the Messages API for "anthropic")."""
         if self.raw is not None:
             raw = copy.deepcopy(self.raw)
             raw["model"] = model_id
@@ -320,7 +355,12 @@ class PlannedRequest:
                 raw["stream"] = self.stream
                 if not self.stream:
                     raw.pop("stream_options", None)  # only valid on a streamed request
-            if self.tool_choice != raw.get("tool_choice") and self.tool_choice is not None:
+            if self.protocol == "anthropic":
+                # tool_choice is held in the OpenAI form: a mode that changed it is mapped back (R7).
+                recorded = anthropic.openai_tool_choice(raw.get("tool_choice"))
+                if self.tool_choice is not None and self.tool_choice != recorded:
+                    raw["tool_choice"] = anthropic.messages_tool_choice(self.tool_choice)
+            elif self.tool_choice != raw.get("tool_choice") and self.tool_choice is not None:
                 raw["tool_choice"] = self.tool_choice
             return raw
         body: dict[str, Any] = {"model": model_id, "messages": self.messages, "stream": self.stream}
@@ -626,17 +666,27 @@ def _assistant_message(reply: Reply, turn_index: int) -> dict[str, Any]:
 
 
 def plan_requests(
-    scenario: Scenario, stream: bool | None = None, tool_choice: str | None = None, request_serial: int = 0
+    scenario: Scenario,
+    stream: bool | None = None,
+    tool_choice: str | None = None,
+    request_serial: int = 0,
+    protocol: Protocol = "openai",
 ) -> list[PlannedRequest]:
     """Expands a scenario into its requests, each carrying the full history before it.
 
     ``stream`` / ``tool_choice`` override the scenario's defaults (used to run one scenario in
     several modes). ``request_serial`` feeds the cache-busting header so it differs per request.
+    ``protocol`` "anthropic" plans only the turns that carry an Anthropic body, each sent natively
+    (turn numbers stay those of the scenario, so both protocols' rows of a turn line up).
     """
     histories: dict[int, list[dict[str, Any]]] = {}
     pending_calls: dict[int, list[dict[str, Any]]] = {}
     planned: list[PlannedRequest] = []
     for index, turn in enumerate(scenario.turns):
+        if protocol == "anthropic":
+            if turn.anthropic_request is not None:
+                planned.append(_recorded_request(scenario, turn, index, stream, tool_choice, protocol))
+            continue
         if turn.request is not None:
             planned.append(_recorded_request(scenario, turn, index, stream, tool_choice))
             continue
@@ -716,10 +766,20 @@ def _side_request(scenario: Scenario, turn: Turn, index: int, stream: bool | Non
 
 
 def _recorded_request(
-    scenario: Scenario, turn: Turn, index: int, stream: bool | None, tool_choice: str | None
+    scenario: Scenario,
+    turn: Turn,
+    index: int,
+    stream: bool | None,
+    tool_choice: str | None,
+    protocol: Protocol = "openai",
 ) -> PlannedRequest:
     """A recorded request, replayed as recorded; a mode's ``stream`` / ``tool_choice`` still apply."""
-    planned = recorded_request(scenario.name, index, turn.request or {}, turn.response, stream, tool_choice)
+    if protocol == "anthropic":
+        planned = anthropic_request(scenario.name, index, turn.anthropic_request or {}, turn.request, stream)
+        planned.tool_choice = tool_choice or planned.tool_choice  # the OpenAI form; body() maps it back
+        planned.recorded_response = turn.response
+    else:
+        planned = recorded_request(scenario.name, index, turn.request or {}, turn.response, stream, tool_choice)
     planned.expect = turn.expect
     planned.restart_after = turn.restart_after
     planned.side = turn.side
@@ -753,6 +813,25 @@ def recorded_request(
         raw=body,
         recorded_response=response,
     )
+
+
+def anthropic_request(
+    scenario: str,
+    turn: int,
+    body: dict[str, Any],
+    converted: dict[str, Any] | None = None,
+    stream: bool | None = None,
+) -> PlannedRequest:
+    """The PlannedRequest of a whole Messages API ``body``, sent natively as it is; its messages,
+    tools and parameters are those of ``converted`` (its OpenAI conversion, made here when not
+    given), so the checks read the conversation the same way for both protocols."""
+    if converted is None:
+        converted, _notes = anthropic.convert_request(body)
+    planned = recorded_request(scenario, turn, converted, stream=stream)
+    planned.raw = body
+    planned.protocol = "anthropic"
+    planned.stream = stream if stream is not None else bool(body.get("stream", False))
+    return planned
 
 
 # The fields of a request body that PlannedRequest holds on their own; the rest are parameters.

@@ -8,8 +8,9 @@ What it reads, from files or folders (every ``*.json`` and ``*.jsonl`` directly 
 - a proxy trace, as the coding-agent proxy of the README's origin story writes one per request:
   ``{"timestamp", "mode", "request": {"method", "url", "headers", "body"}, "response": {"statusCode",
   "headers", "body"}}``. A body sent to ``/v1/messages`` is an Anthropic Messages API request and is
-  converted (``harness.scenario.anthropic``, rules R1-R9); one sent to ``/v1/chat/completions`` is
-  kept as it is.
+  converted (``harness.scenario.anthropic``, rules R1-R9), and kept as it was too
+  (``anthropic_request``), so that it can also be replayed natively (``--protocol anthropic``); one
+  sent to ``/v1/chat/completions`` is kept as it is.
 
 One object per ``.json`` file (or a JSON list of them), one per line of a ``.jsonl`` file. Requests
 are taken in timestamp order when every one has a timestamp, else in the order read (files by name).
@@ -204,6 +205,7 @@ def _from_trace(where: str, trace: dict[str, Any], result: ImportResult) -> Reco
         response=mask_secrets(answer, secrets),
         notes=mask_secrets(notes, secrets),
         source=where,
+        anthropic_request=mask_secrets(body, secrets) if anthropic_body else None,
     )
 
 
@@ -220,8 +222,17 @@ def _exchange(where: str, value: Any, result: ImportResult) -> RecordedExchange 
     body = value["request"] if kind == "openai-pair" else value
     body, secrets = strip_secrets(body)
     answer, notes = _openai_response(value.get("response")) if kind == "openai-pair" else (None, [])
+    # A pair from ``harness record``'s journal keeps the Messages API body it was converted from.
+    original = value.get("anthropic_request") if kind == "openai-pair" else None
+    if isinstance(original, dict):
+        original, more = strip_secrets(original)
+        secrets += more
     return RecordedExchange(
-        request=mask_secrets(body, secrets), response=mask_secrets(answer, secrets), notes=notes, source=where
+        request=mask_secrets(body, secrets),
+        response=mask_secrets(answer, secrets),
+        notes=notes,
+        source=where,
+        anthropic_request=mask_secrets(original, secrets) if isinstance(original, dict) else None,
     )
 
 

@@ -96,10 +96,16 @@ class RecordedExchange:
     response: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     source: str = ""  # where it came from, for messages (a file, file:line, or "proxy")
+    # The request as the client sent it to a Messages API endpoint, when it did (``request`` is then
+    # its conversion): kept so that it can be replayed natively (--protocol anthropic).
+    anthropic_request: dict[str, Any] | None = None
 
     def turn(self) -> dict[str, Any]:
-        """The scenario turn: ``request``, then ``response`` and ``notes`` where there are any."""
+        """The scenario turn: ``request`` (and ``anthropic_request``), then ``response`` and
+        ``notes`` where there are any."""
         turn: dict[str, Any] = {"request": self.request}
+        if self.anthropic_request is not None:
+            turn["anthropic_request"] = self.anthropic_request
         if self.response is not None:
             turn["response"] = self.response
         if self.notes:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from harness.analysis.summary import Summary, row_failures
 from harness.core.errors import ConfigError, read_user_file
 
@@ -52,6 +54,30 @@ class Seen:
 
     turns: list[int] = field(default_factory=list)
     evidence: str = ""
+
+
+class KnownFailure(BaseModel):
+    """One ``[[known]]`` table of the file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    server: str
+    scenario: str
+    variant: str = ""
+    check: str
+    turns: list[int] = Field(default_factory=list)  # where it was seen (information only)
+    evidence: str = ""  # the first evidence (information only)
+
+
+class ExpectationsFile(BaseModel):
+    """The file as written by ``--write-expectations``; a misspelt key is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    run_id: str | None = None
+    servers: list[str] = Field(default_factory=list)
+    scenarios: list[str] = Field(default_factory=list)
+    known: list[KnownFailure] = Field(default_factory=list)
 
 
 @dataclass
@@ -109,24 +135,30 @@ def read_expectations(path: str | Path) -> Expectations:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"the expectations file {path} is not valid {path.suffix or 'TOML'}: {exc}.") from None
-    known: dict[Failure, Seen] = {}
-    for i, entry in enumerate(data.get("known") or []):
-        try:
-            failure = Failure(str(entry["server"]), str(entry["scenario"]), str(entry.get("variant") or ""),
-                              str(entry["check"]))  # fmt: skip
-        except (KeyError, TypeError):
-            raise ConfigError(
-                f"{path}: known failure #{i + 1} needs server, scenario and check (variant optional); "
-                f"it has {sorted(entry) if isinstance(entry, dict) else entry!r}."
-            ) from None
-        known[failure] = Seen(list(entry.get("turns") or []), str(entry.get("evidence") or ""))
+    try:
+        parsed = ExpectationsFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_where(err['loc'])}: {err['msg']}"
+            + ("" if isinstance(err["input"], dict) else f" (got {err['input']!r})")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"the expectations file {path} is not valid: {problems}. {WRITE_HINT}") from None
+    known = {
+        Failure(entry.server, entry.scenario, entry.variant, entry.check): Seen(entry.turns, entry.evidence)
+        for entry in parsed.known
+    }
     return Expectations(
-        path=path,
-        known=known,
-        servers=[str(s) for s in data.get("servers") or []],
-        scenarios=[str(s) for s in data.get("scenarios") or []],
-        run_id=data.get("run_id"),
+        path=path, known=known, servers=parsed.servers, scenarios=parsed.scenarios, run_id=parsed.run_id
     )
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``("known", 0, "check")`` -> ``known[0].check`` (the first [[known]] table is known[0])."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "the file"
 
 
 def _toml_string(value: str) -> str:

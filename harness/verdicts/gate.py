@@ -21,7 +21,11 @@ not gated itself. Answers served without generation are in no ratio (harness.ana
     baseline = "reports/<run-id>"          # a saved run; ratios may not fall below it by more than:
     max_baseline_regression_pct = 25
     baseline_metrics = ["speedup_first", "speedup_follow_up"]
+    clients = ["ai-sdk"]                   # real clients that may not break on an answer where they do
+                                           # not break on the reference's (the client replay,
+                                           # docs/clients.md); `harness gate --client NAME` sets it too
 
+The settings are typed and checked when the configuration loads (harness/run/gate_settings.py).
 A numeric gate set to ``false`` (or 0) is off. A part of the run that is missing (a server or a
 scenario without rows, an interrupted run) fails the gate that needed it, with the cause named.
 """
@@ -29,37 +33,22 @@ scenario without rows, an interrupted run) fails the gate that needed it, with t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from harness.analysis.run_folder import load_run
 from harness.analysis.summary import ALL, RATIOS, Summary
 from harness.core.errors import ConfigError
 from harness.core.formatting import is_nan
 from harness.core.rows import RESULTS_FILE
+from harness.run.gate_settings import GateSettings
 from harness.verdicts.expectations import compare, read_expectations, run_failures
 
 GATE_SECTION = "[tool.harness.gate] in pyproject.toml (or [gate] in harness.toml)"
-
-DEFAULT_GATE: dict[str, Any] = {
-    "min_follow_up_speedup": 3.0,
-    "max_first_request_slowdown": 1.5,
-    "min_cache_files": 1,
-    "require_cache_reuse": True,
-    "no_behaviour_regressions": False,
-    "expectations": None,
-    "min_ratios": {},
-    "scenarios": None,
-    "servers": None,
-    "baseline": None,
-    "max_baseline_regression_pct": 25.0,
-    "baseline_metrics": ["speedup_first", "speedup_follow_up"],
-}
-
-_NUMBERS = ("min_follow_up_speedup", "max_first_request_slowdown", "min_cache_files", "max_baseline_regression_pct")
-_BOOLS = ("require_cache_reuse", "no_behaviour_regressions")
-_LISTS = ("scenarios", "servers", "baseline_metrics")
 
 
 @dataclass
@@ -89,55 +78,21 @@ class GateResult:
         }
 
 
-def gate_settings(raw: dict[str, Any] | None) -> dict[str, Any]:
-    """The defaults overlaid with the configured section, validated: an unknown setting or metric
-    is a ConfigError naming it, where it was read from and what is allowed."""
-    settings = dict(DEFAULT_GATE)
-    for key, value in (raw or {}).items():
-        if key not in DEFAULT_GATE:
-            raise ConfigError(
-                f"unknown gate setting '{key}' in {GATE_SECTION}. Known settings: "
-                f"{', '.join(sorted(DEFAULT_GATE))} (see harness/verdicts/gate.py)."
-            )
-        if key in _NUMBERS:
-            if value is False or value is None:
-                value = None
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(
-                    f"gate setting '{key}' in {GATE_SECTION} must be a number >= 0 "
-                    f"(or false to turn it off), not {value!r}."
-                )
-        elif key in _BOOLS and not isinstance(value, bool):
-            raise ConfigError(f"gate setting '{key}' in {GATE_SECTION} must be true or false, not {value!r}.")
-        elif (
-            key in _LISTS
-            and value is not None
-            and (not isinstance(value, list) or not all(isinstance(v, str) for v in value))
-        ):
-            raise ConfigError(f"gate setting '{key}' in {GATE_SECTION} must be a list of names, not {value!r}.")
-        elif key == "min_ratios" and not isinstance(value, dict):
-            raise ConfigError(
-                f"gate setting 'min_ratios' in {GATE_SECTION} must be a table such as "
-                "{ speedup_decode = 0.5 }, not " + repr(value) + "."
-            )
-        elif key == "expectations" and value is not None and value is not False and not isinstance(value, str):
-            raise ConfigError(
-                f"gate setting 'expectations' in {GATE_SECTION} must be the path of an expectations file "
-                f"(or false), not {value!r}."
-            )
-        elif key == "baseline" and value is not None and not isinstance(value, str):
-            raise ConfigError(f"gate setting 'baseline' in {GATE_SECTION} must be a run folder path.")
-        settings[key] = value if not (key == "expectations" and value is False) else None
-    for name in [*settings["min_ratios"], *(settings["baseline_metrics"] or [])]:
-        if name not in RATIOS:
-            raise ConfigError(
-                f"the gate names an unknown metric '{name}' (in {GATE_SECTION}). Known ratio metrics: "
-                f"{', '.join(RATIOS)}."
-            )
-    for name, value in settings["min_ratios"].items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"min_ratios.{name} in {GATE_SECTION} must be a number, not {value!r}.")
-    return settings
+def gate_settings(raw: GateSettings | Mapping[str, Any] | None) -> GateSettings:
+    """The gate's settings: as loaded with the configuration, or a mapping validated here (a
+    ConfigError naming the setting, where it is read from and what is allowed)."""
+    if isinstance(raw, GateSettings):
+        return raw
+    try:
+        return GateSettings.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'gate'}: {err['msg']} (got {err['input']!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid gate settings in {GATE_SECTION}: {problems}. See harness/run/gate_settings.py."
+        ) from None
 
 
 def _x(value: Any) -> str:
@@ -237,14 +192,14 @@ def _coverage(summary: Summary, meta: dict[str, Any], servers: list[str]) -> lis
 
 
 def evaluate(
-    summary: Summary, meta: dict[str, Any], settings: dict[str, Any], baseline: Summary | None = None
+    summary: Summary, meta: dict[str, Any], settings: GateSettings | Mapping[str, Any], baseline: Summary | None = None
 ) -> list[GateResult]:
     """Every gate line for every new (non-reference) server of the run."""
     settings = gate_settings(settings)
     reference = meta.get("reference_server") or summary.reference
     planned_servers = (meta.get("config") or {}).get("servers") or []
     aids = {reference, summary.like_for_like, meta.get("like_for_like_server")}
-    servers = settings["servers"] or [s for s in dict.fromkeys([*summary.servers, *planned_servers]) if s not in aids]
+    servers = settings.servers or [s for s in dict.fromkeys([*summary.servers, *planned_servers]) if s not in aids]
     results = _coverage(summary, meta, servers)
     if summary.servers and reference not in summary.servers:
         # summarize() fell back to another server as the reference: no ratio of this run is valid.
@@ -272,16 +227,16 @@ def evaluate(
         )
         return results
     planned = list((meta.get("scenario_models") or {}).keys())
-    scenarios = settings["scenarios"] or ([summary.headline] if summary.headline else planned[:1])
+    scenarios = settings.scenarios or ([summary.headline] if summary.headline else planned[:1])
     for server in servers:
         for scenario in scenarios:
-            if settings["min_follow_up_speedup"] is not None:
-                x = float(settings["min_follow_up_speedup"])
+            if settings.min_follow_up_speedup is not None:
+                x = float(settings.min_follow_up_speedup)
                 results.append(
                     _ratio_gate(summary, "speedup.follow_up", scenario, server, "speedup_follow_up", x, f">= {x:g}x")
                 )
-            if settings["max_first_request_slowdown"]:
-                y = float(settings["max_first_request_slowdown"])
+            if settings.max_first_request_slowdown:
+                y = float(settings.max_first_request_slowdown)
                 results.append(
                     _ratio_gate(
                         summary,
@@ -293,19 +248,57 @@ def evaluate(
                         f">= {1 / y:.2f}x (slowdown <= {y:g}x)",
                     )
                 )
-            for name, minimum in settings["min_ratios"].items():
+            for name, minimum in settings.min_ratios.items():
                 results.append(
                     _ratio_gate(
                         summary, f"ratio.{name}", scenario, server, name, float(minimum), f">= {float(minimum):g}x"
                     )
                 )
         results += _cache_gates(summary, server, settings)
-        if settings["no_behaviour_regressions"] or not settings["expectations"]:
-            results.append(_behaviour_gate(summary, server, settings["no_behaviour_regressions"]))
+        if settings.no_behaviour_regressions or not settings.expectations:
+            results.append(_behaviour_gate(summary, server, settings.no_behaviour_regressions))
         if baseline is not None:
             results += _baseline_gates(summary, baseline, server, scenarios, settings)
-    if settings["expectations"]:
-        results += expectation_gates(summary, settings["expectations"])
+    if settings.expectations:
+        results += expectation_gates(summary, settings.expectations)
+    if settings.clients:
+        results += client_gates(summary, servers, settings.clients)
+    return results
+
+
+def client_gates(summary: Summary, servers: list[str], clients: list[str]) -> list[GateResult]:
+    """One line per server and named client: no answer on which the client breaks where it does not
+    break on the reference's answer to the same request (harness.analysis.clients)."""
+    from harness.analysis.clients import break_text
+    from harness.analysis.findings import server_findings
+    from harness.clients.replay import client_names
+
+    clients = client_names(clients)
+    threshold = "0 answers breaking the client"
+    if summary.clients is None:
+        why = "the run's answers were not replayed into clients: run `harness clients RUN_DIR` first"
+        return [GateResult("clients.breaking", ", ".join(clients), "not replayed", threshold, False, why)]
+    found = server_findings(summary)
+    results = []
+    for server in servers:
+        verdicts = {v.client: v for v in (found[server].clients if server in found else [])}
+        for client in clients:
+            subject = f"{server} read by {client}"
+            verdict = verdicts.get(client)
+            if verdict is None or verdict.skipped:
+                status = summary.clients.status(client)
+                why = (verdict.skipped if verdict else None) or (status.skipped if status else None) or ""
+                why = why or "not replayed in this run"
+                results.append(GateResult("clients.breaking", subject, "not replayed", threshold, False, why))
+                continue
+            if not verdict.compared:
+                results.append(
+                    GateResult("clients.breaking", subject, "not determined", threshold, False, "no answer compared")
+                )
+                continue
+            value = f"{verdict.breaking} of {verdict.compared} answers"
+            detail = break_text(verdict.breaks[0]) if verdict.breaks else ""
+            results.append(GateResult("clients.breaking", subject, value, threshold, not verdict.breaks, detail))
     return results
 
 
@@ -348,11 +341,11 @@ def expectation_gates(summary: Summary, path: str | Path) -> list[GateResult]:
     return results
 
 
-def _cache_gates(summary: Summary, server: str, settings: dict[str, Any]) -> list[GateResult]:
+def _cache_gates(summary: Summary, server: str, settings: GateSettings) -> list[GateResult]:
     cache = summary.cache_for(server, ALL)
     results = []
-    if settings["min_cache_files"]:
-        n = int(settings["min_cache_files"])
+    if settings.min_cache_files:
+        n = int(settings.min_cache_files)
         files = int(cache.get("files_created") or 0)
         detail = ""
         if cache:
@@ -361,7 +354,7 @@ def _cache_gates(summary: Summary, server: str, settings: dict[str, Any]) -> lis
         else:
             detail = "no rows from this server"
         results.append(GateResult("cache.files", server, f"{files} files", f">= {n}", files >= n, detail))
-    if settings["require_cache_reuse"]:
+    if settings.require_cache_reuse:
         seen, known, follow = (int(cache.get(k) or 0) for k in ("reuse_seen", "reuse_known", "follow_ups"))
         if not follow:
             value, detail = "no follow-ups", "no successful follow-up request to observe reuse on"
@@ -403,14 +396,14 @@ def _behaviour_gate(summary: Summary, server: str, gated: bool) -> GateResult:
 
 
 def _baseline_gates(
-    summary: Summary, baseline: Summary, server: str, scenarios: list[str], settings: dict[str, Any]
+    summary: Summary, baseline: Summary, server: str, scenarios: list[str], settings: GateSettings
 ) -> list[GateResult]:
-    pct = settings["max_baseline_regression_pct"]
+    pct = settings.max_baseline_regression_pct
     if pct is None:
         return []
     results = []
     for scenario in scenarios:
-        for name in settings["baseline_metrics"] or []:
+        for name in settings.baseline_metrics:
             base = baseline.headline_ratio(scenario, server, name)
             if base is None or is_nan(base.get("ratio")):
                 continue  # nothing to compare with
@@ -457,12 +450,14 @@ def require_run_dir(path: str | Path, *, need_rows: bool = True) -> Path:
     return run_dir
 
 
-def gate_run(run_dir: str | Path, settings: dict[str, Any], baseline_dir: str | Path | None = None) -> list[GateResult]:
+def gate_run(
+    run_dir: str | Path, settings: GateSettings | Mapping[str, Any], baseline_dir: str | Path | None = None
+) -> list[GateResult]:
     """Loads the run (and the baseline run, if any) and evaluates the gates."""
     run_dir = require_run_dir(run_dir, need_rows=False)
     settings = gate_settings(settings)
     summary, meta = load_run(run_dir)
-    baseline_dir = baseline_dir or settings.get("baseline")
+    baseline_dir = baseline_dir or settings.baseline
     baseline = None
     if baseline_dir:
         base_dir = require_run_dir(baseline_dir)

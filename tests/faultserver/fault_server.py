@@ -22,6 +22,8 @@ It answers ``GET /v1/models`` and ``POST /v1/chat/completions`` with a fixed, we
     non-json            HTTP 200 whose body is HTML, not JSON (or SSE)
     http-500            HTTP 500 with an error body
     slow-drip           the normal answer, one byte every ``--drip-interval`` seconds (default 1)
+    cr-line-endings     the normal streamed answer with bare CR line endings (valid SSE), a comment
+                        and an ``event:`` field; the CR that ends each event is written on its own
 
 ``--normal-requests N`` answers the first N chat requests normally before the fault applies, and
 ``--faulty-requests M`` limits the fault to the M requests after those (0, the default: all of them).
@@ -65,6 +67,7 @@ MODES = [
     "non-json",
     "http-500",
     "slow-drip",
+    "cr-line-endings",
 ]
 ANSWER_PIECES = ["Hello", " from", " the", " fault", " server."]
 TOOL_CALL = {"name": "Read", "arguments": json.dumps({"file_path": "src/app.py"})}
@@ -356,6 +359,18 @@ class Handler(BaseHTTPRequestHandler):
         self._chunk_out(b"this line is not an SSE field\n\n")
         self._chunk_out(sse(_chunk(model, {}, "stop")))
         self._chunk_out(sse("[DONE]"))
+        self._end_chunked()
+
+    def fault_cr_line_endings(self, model: str, prompt: int, stream: bool) -> None:
+        if not stream:
+            self._send(200, completion_body(model, prompt))
+            return
+        self._start_chunked()
+        self._chunk_out(b": keep-alive\r")
+        for event in stream_events(model, prompt):
+            framed = b"event: chunk\r" + event.replace(b"\n", b"\r")
+            self._chunk_out(framed[:-1])  # the event's last CR comes with the next write
+            self._chunk_out(framed[-1:])
         self._end_chunked()
 
     def fault_non_json(self, model: str, prompt: int, stream: bool) -> None:

@@ -88,3 +88,32 @@ def test_report_has_a_behaviour_table_and_a_verdict(behaviour_run):
     verdicts = summarize(read_rows(behaviour_run), reference="legacy").verdicts
     assert verdicts["mlx-textgen"].drop_in is False
     assert any(r.check == "stream.empty" for r in verdicts["mlx-textgen"].regressions)
+
+
+def test_every_answer_is_replayed_into_real_clients(behaviour_run):
+    """The lost streamed Hermes call, read by real clients: every answer kept, each client's verdict
+    names the loss first, and the verdict of each server fits in a dozen lines."""
+    from harness.analysis.findings import server_findings
+    from harness.analysis.run_folder import load_run
+    from harness.clients import ai_sdk
+    from harness.clients.replay import replay_run
+    from harness.presentation.report import verdict_lines
+
+    answered = [r for r in read_rows(behaviour_run) if r.request_kind != "warmup"]
+    assert all(r.answer and (behaviour_run / r.answer).is_file() for r in answered)
+    clients = ["openai-python"] + ([] if ai_sdk.unavailable() else ["ai-sdk"])
+    statuses = replay_run(behaviour_run, clients)
+    assert all(s.skipped is None and s.answers == len(answered) for s in statuses), statuses
+    summary, _meta = load_run(behaviour_run)
+    found = server_findings(summary)["mlx-textgen"]
+    for verdict in found.clients:
+        assert verdict.drop_in is False
+        hermes = [g for g in verdict.breaks if (g.scenario, g.variant) == ("tools-hermes", "stream,tool_choice=auto")]
+        assert hermes and "stream.empty" in hermes[0].checks, verdict.breaks
+    # The findings that break a client come before those every client tolerates.
+    ranks = [bool(f.breaks) for f in found.findings]
+    assert ranks == sorted(ranks, reverse=True) and ranks[0]
+    lines = verdict_lines(summary)
+    heads = [i for i, line in enumerate(lines) if not line.startswith("  - ")]
+    for start, end in zip(heads, [*heads[1:], len(lines)], strict=True):
+        assert end - start <= 12, lines[start:end]

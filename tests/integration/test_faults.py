@@ -26,6 +26,7 @@ import pytest
 import yaml
 from declared_servers import FAULT_SERVER, fault_command
 
+from harness.capture.http import ReplayLimits, send
 from harness.cli import main as cli
 from harness.core.errors import ConfigError
 from harness.core.rows import ResultRow, read_rows
@@ -337,6 +338,31 @@ def test_malformed_answers(tmp_path, leftover_servers, request, mode, stream, ch
         bad.total_s,
         f"{check}: {bad.check_evidence[check]}",
     )
+
+
+def test_bare_cr_line_endings_read_as_clean_events(tmp_path, leftover_servers):
+    # Valid SSE that the `openai` client reads: no framing fault, no bad JSON, the whole answer.
+    pieces = fault_module().ANSWER_PIECES
+    spec = ServerSpec(name="cr", label="cr", command=fault_command("cr-line-endings"), ready_timeout_s=10.0)
+    with (
+        ServerProcess(spec, default_model_path(), tmp_path / "home", tmp_path / "cr.log") as server,
+        httpx.Client() as client,
+    ):
+        body = {"model": "fault-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        timed = send(client, server.base_url + "/v1/chat/completions", body, ReplayLimits(request_timeout_s=10))
+    raw, reader = timed.captured.body, timed.captured.sse
+    assert b"\r" in raw and b"\n" not in raw  # what the server sent: bare CRs only
+    assert reader is not None and reader.faults == [] and [e.json_error for e in reader.events] == [None] * 8
+    assert [e.payload["choices"][0]["delta"].get("content") for e in reader.events[1:6]] == pieces
+    assert reader.events[-1].is_done and timed.ttft_s is not None
+    # The same stream through a run: rows without a failed check, with the whole answer.
+    chat = scenario_file(tmp_path, turns=2, stream=True)
+    rows = run_faults(tmp_path, {"cr": fault_command("cr-line-endings")}, [chat]).rows_of("cr")
+    assert len(rows) == 2
+    for row in rows:
+        assert clean(row), (row.checks_failed, row.check_evidence)
+        assert row.content == "".join(pieces) and row.finish_reason == "stop"
+    assert leftover_servers() == []
 
 
 # -- 7. slow drip -----------------------------------------------------------------------------------

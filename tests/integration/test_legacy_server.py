@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from harness.capture.sse import SSEReader
 from harness.core.paths import server_programs_dir
+from harness.core.sse import SSEReader
 
 pytestmark = pytest.mark.integration
 

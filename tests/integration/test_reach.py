@@ -86,9 +86,16 @@ def test_mlx_lm_server_runs_as_a_third_server(tiny_model, tmp_path):
     run_dir = _run(tmp_path, servers=["legacy", "mlx-textgen", "mlx-lm"], scenarios=["short-chat"])
     rows = _rows(run_dir, "mlx-lm", "short-chat")
     assert len(rows) == 4 and all(r.error is None and r.http_status == 200 for r in rows), [r.error for r in rows]
-    # Its in-memory prompt cache, seen in its DEBUG log: each follow-up reuses the previous prompt.
-    assert rows[0].cache_reused is False
-    assert all(r.cache_reused and r.cached_tokens > 50 for r in rows[1:]), [r.cached_tokens for r in rows]
+    # A catalogue server: mlx_lm.server at its newest verified release, from its own environment.
+    meta = json.loads((run_dir / "run.json").read_text())["servers"]["mlx-lm"]
+    assert meta["release"] == "0.32.2" and meta["environment"]["name"] == "mlx-lm@0.32.2"
+    assert any(line.startswith("mlx-lm==0.32.2") for line in meta["environment"]["frozen"])
+    assert meta["identity"]["packages"]["mlx-lm"] == "0.32.2"  # asked of the server's own interpreter
+    # Its in-memory prompt cache, told by the protocol: each follow-up reuses the previous prompt
+    # (a short chat's first follow-up may reuse less than half of its prompt: not counted as reuse).
+    assert rows[0].cache_reused is False and rows[0].reuse_source == "protocol"
+    assert all(r.reuse_source == "protocol" and r.cached_tokens > 50 for r in rows[1:]), [r.cached_tokens for r in rows]
+    assert rows[-1].cache_reused is True
     assert all(r.cache_files_new == 0 for r in rows)  # nothing on disk
     text = build_report(run_dir)["summary_md"].read_text()
     assert "| Metric | legacy | mlx-textgen | mlx-lm | Improvement (mlx-textgen) | Improvement (mlx-lm) |" in text

@@ -166,7 +166,7 @@ def replay(legacy, recording, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def imported_replay(tmp_path_factory):
-    """The trace fixture, imported, on MLX-Textgen (the README has the run on both servers)."""
+    """The trace fixture, imported, on MLX-Textgen (docs/sessions.md has the run on both servers)."""
     imported = tmp_path_factory.mktemp("imported")
     write_imported(read_traffic([FIXTURE]).exchanges, imported, "coding-session", "the trace fixture")
     config = RunConfig(

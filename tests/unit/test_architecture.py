@@ -36,6 +36,7 @@ STAGES = [
     "checks",  # conformance and tool-call checks
     "run",  # config and the run itself
     "record",  # the recording proxy: observed exchanges become rows through the run's request path
+    "clients",  # captured answers replayed into real client libraries
     "analysis",  # rows -> summary frames
     "presentation",  # tables, plots, report, README table
     "verdicts",  # gate and claims

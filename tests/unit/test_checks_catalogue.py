@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEReader
-from harness.checks import catalogue
-from harness.checks.conformance import extract_answer, run_checks
+from harness.checks import catalogue, conformance, messages
 from harness.checks.pairs import stream_pair_difference
+from harness.core.sse import SSEReader
 from harness.scenario.definition import Expect, PlannedRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +43,7 @@ def planned(example: catalogue.Example) -> PlannedRequest:
             {"role": "tool", "tool_call_id": call_id, "content": "x"},
         ]
     expect = request.get("expect")
-    return PlannedRequest(
+    planned = PlannedRequest(
         scenario="catalogue",
         turn=0,
         messages=messages,
@@ -55,6 +54,12 @@ def planned(example: catalogue.Example) -> PlannedRequest:
         expect=Expect.model_validate(expect) if expect else None,
         unsupported_ok=bool(request.get("unsupported_ok")),
     )
+    if example.protocol == "anthropic":
+        # The Messages body sent: what the checks read of it is max_tokens.
+        planned.protocol = "anthropic"
+        max_tokens = planned.params.get("max_tokens", 1024)
+        planned.raw = {"model": "m", "messages": [{"role": "user", "content": "Read a.py"}], "max_tokens": max_tokens}
+    return planned
 
 
 def captured(answer: str, stream: bool, example: catalogue.Example) -> CapturedResponse:
@@ -74,16 +79,19 @@ def captured(answer: str, stream: bool, example: catalogue.Example) -> CapturedR
     )
 
 
-def outcome_of(doc: catalogue.CheckDoc) -> tuple[list[str], list[str]]:
+def outcome_of(doc: catalogue.CheckDoc, answer_text: str | None = None) -> tuple[list[str], list[str]]:
+    """The failures and notes of the entry's example (or of ``answer_text`` asked the same way)."""
     example = doc.example
     assert isinstance(example, catalogue.Example)
-    resp = captured(example.answer, example.stream, example)
-    answer = extract_answer(resp)
-    outcome = run_checks(resp, answer, planned(example))
+    checks = messages if example.protocol == "anthropic" else conformance
+    resp = captured(example.answer if answer_text is None else answer_text, example.stream, example)
+    answer = checks.extract_answer(resp)
+    outcome = checks.run_checks(resp, answer, planned(example))
     failed = list(outcome.failed)
     if example.partner is not None:
         other = captured(example.partner, not example.stream, example)
-        streamed, plain = (answer, extract_answer(other)) if example.stream else (extract_answer(other), answer)
+        extract = checks.extract_answer
+        streamed, plain = (answer, extract(other)) if example.stream else (extract(other), answer)
         if stream_pair_difference(streamed.tool_calls, plain.tool_calls):
             failed.append("tool.stream_arguments_differ")
     return failed, outcome.notes
@@ -97,6 +105,22 @@ def test_each_example_fails_its_check(doc):
     failed, notes = outcome_of(doc)
     assert doc.name in (notes if doc.note else failed), (failed, notes)
     assert set(failed) | set(notes) <= set(catalogue.BY_NAME), "an example emits a name with no entry"
+
+
+FIXED = [doc for doc in EXECUTABLE if isinstance(doc.example, catalogue.Example) and doc.example.fixed]
+
+
+@pytest.mark.parametrize("doc", FIXED, ids=[doc.name for doc in FIXED])
+def test_each_fixed_answer_passes_its_check(doc):
+    """The good half of each bad/good pair: the entry's answer put right fails nothing at all."""
+    failed, _notes = outcome_of(doc, doc.example.fixed)
+    assert failed == [], failed
+
+
+def test_every_anthropic_check_has_a_passing_answer():
+    anthropic_docs = [doc.name for doc in catalogue.CHECKS if doc.name.startswith("anthropic.")]
+    assert len(anthropic_docs) >= 10
+    assert set(anthropic_docs) <= {doc.name for doc in FIXED}
 
 
 def test_names_are_unique_and_in_known_families():

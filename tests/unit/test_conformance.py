@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEReader
 from harness.checks.conformance import Answer, ab_compare, extract_answer, run_checks
 from harness.core.rows import ResultRow
+from harness.core.sse import SSEReader
 from harness.scenario.definition import Expect, ExpectedCall, PlannedRequest
 
 TOOLS = [
@@ -507,8 +507,8 @@ def test_ab_rows_with_errors():
 def test_done_without_its_blank_line_is_a_note_not_a_failure():
     """MLX-Textgen 0.2.1 ends its streams with `data: [DONE]` and no blank line."""
     from harness.capture.http import CapturedResponse
-    from harness.capture.sse import SSEReader
     from harness.checks.conformance import extract_answer, run_checks
+    from harness.core.sse import SSEReader
     from harness.scenario.definition import PlannedRequest
 
     chunk = {

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from harness.capture.http import CapturedResponse
-from harness.capture.sse import SSEReader
 from harness.checks.conformance import extract_answer, run_checks
 from harness.checks.pairs import is_greedy, stream_pair_difference
+from harness.core.sse import SSEReader
 from harness.scenario.definition import Expect, PlannedRequest
 
 TOOLS = [

@@ -141,7 +141,7 @@ def test_the_expectations_path_is_relative_to_the_file_that_names_it(tmp_path, m
     config = tmp_path / "conf" / "harness.toml"
     config.write_text('[gate]\nexpectations = "known.toml"\n', encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    assert load_config(config, project_dir=tmp_path).gate["expectations"] == str(tmp_path / "conf" / "known.toml")
+    assert load_config(config, project_dir=tmp_path).gate.expectations == str(tmp_path / "conf" / "known.toml")
 
 
 def test_ratios_are_gated_like_for_like_and_the_like_for_like_server_is_not_gated():
@@ -156,8 +156,8 @@ def test_ratios_are_gated_like_for_like_and_the_like_for_like_server_is_not_gate
 
 def test_the_project_gate_passes_on_its_known_failures_and_fails_on_an_injected_one(tmp_path):
     settings = load_config(project_dir=REPO).gate
-    assert settings.get("expectations"), "the project gates behaviour against its expectations file"
-    expected = read_expectations(settings["expectations"])
+    assert settings.expectations, "the project gates behaviour against its expectations file"
+    expected = read_expectations(settings.expectations)
     assert expected.known, "the committed expectations list the default comparison's known failures"
 
     # Rows that fail exactly the known checks, as the default comparison does, and a clean row for
@@ -181,7 +181,7 @@ def test_the_project_gate_passes_on_its_known_failures_and_fails_on_an_injected_
     t = float(len(rows))
     summary = summarize(rows)
     only_behaviour = {"min_follow_up_speedup": False, "max_first_request_slowdown": False, "min_cache_files": False,
-                      "require_cache_reuse": False, "expectations": settings["expectations"]}  # fmt: skip
+                      "require_cache_reuse": False, "expectations": settings.expectations}  # fmt: skip
     meta = {"status": "complete", "run_id": "p", "config": {"servers": summary.servers}}
     results = evaluate(summary, meta, only_behaviour)
     assert not failed(results), [r.line() for r in failed(results)]
@@ -201,3 +201,25 @@ def test_a_bad_expectations_setting_is_a_config_error(value):
 
     with pytest.raises(ConfigError, match="expectations"):
         gate_settings({"expectations": value})
+
+
+@pytest.mark.parametrize(
+    "known, message",
+    [
+        ('server = "a"\nscenario = "s"\n', "known[0].check: Field required"),
+        ('server = "a"\nscenario = "s"\ncheck = "c"\nchek = "c"\n', "known[0].chek: Extra inputs are not permitted"),
+        (
+            'server = "a"\nscenario = "s"\ncheck = "c"\nturns = ["0"]\n',
+            "known[0].turns[0]: Input should be a valid integer",
+        ),
+        ('server = "a"\nscenario = 3\ncheck = "c"\n', "known[0].scenario: Input should be a valid string (got 3)"),
+    ],
+)
+def test_a_bad_expectations_file_names_the_entry_and_field(tmp_path, known, message):
+    from harness.core.errors import ConfigError
+
+    path = tmp_path / "known.toml"
+    path.write_text('servers = ["a"]\n\n[[known]]\n' + known, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_expectations(path)
+    assert str(path) in str(caught.value) and message in str(caught.value), str(caught.value)

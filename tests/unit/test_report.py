@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import run_folder
 from harness.analysis.summary import summarize
 from harness.core.formatting import improvement_text
 from harness.core.rows import ResultRow
+from harness.presentation.render import inline_html
 from harness.presentation.report import build_report, comparison_table_md, console_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -187,7 +189,8 @@ def test_build_report_writes_everything(tmp_path):
     assert "| Metric | legacy | mlx-textgen | Improvement |" in md
     assert "**mlx-textgen: NOT a drop-in replacement for legacy**" in md
     # Check names link to their entries, which the report carries (it opens offline).
-    assert "tools [stream] turn 1: [`tool.calls_missing`](#tool.calls_missing)" in md
+    # One line per check: its count, where, what clients did (this run was not replayed).
+    assert "[`tool.calls_missing`](#tool.calls_missing) ×1 — tools [stream] turn 1 — not replayed into a client" in md
     assert '<a id="tool.calls_missing"></a>' in md
     # The error (turn 0 of repeat 1) comes before the lost tool call (turn 1) in turn order.
     assert "| tools | stream | PASS | FAIL ([request.error](#request.error) @ turn 0) |" in md
@@ -243,16 +246,16 @@ def test_zero_rows_and_missing_run_json(tmp_path):
 
 def test_console_table():
     from rich.console import Console
-    from rich.table import Table
 
-    table = console_table(summarize(make_rows()), RUN_META)
-    assert isinstance(table, Table)
-    assert [c.header for c in table.columns] == ["Metric", "legacy", "mlx-textgen", "Improvement"]
     buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None).print(table)
+    Console(file=buffer, width=200, color_system=None).print(console_table(summarize(make_rows()), RUN_META))
     text = buffer.getvalue()
-    assert "16.7x faster" in text and "**" not in text and "tiny-qwen" in text
-    assert "No requests" in str(console_table(summarize([]), {}).columns[0].header)
+    # servers as rows, short headers; the ratios in a table of their own, never in markdown bold
+    assert re.search(r"Server +First +Follow-ups", text) and re.search(r"mlx-textgen +3 s \(n=3\)", text)
+    assert "Ratios against legacy" in text and "16.7x faster" in text and "**" not in text and "tiny-qwen" in text
+    buffer = io.StringIO()
+    Console(file=buffer, width=80).print(console_table(summarize([]), {}))
+    assert "No requests were recorded" in buffer.getvalue()
 
 
 def test_improvement_near_one_keeps_two_decimals():
@@ -266,3 +269,14 @@ def test_improvement_near_one_keeps_two_decimals():
     # one sample a side: never bold, and the counts are said
     one_each = {"ratio": 1.6, "ci95_low": float("nan"), "ci95_high": float("nan"), "n": 1, "n_reference": 1}
     assert improvement_text(one_each) == "1.6x faster (n=1 vs 1: too few samples for a CI)"
+
+
+def test_inline_markdown_is_read_by_a_parser():
+    # A code span keeps what is inside it: `**` there is text, not bold.
+    assert inline_html("`f(**a, **b)`") == "<code>f(**a, **b)</code>"
+    assert inline_html("**bold** then `x<y>`") == "<strong>bold</strong> then <code>x&lt;y&gt;</code>"
+    # Links go to anchors of the page only; server text never becomes markup.
+    assert inline_html("[the row](#row-3)") == '<a href="#row-3">the row</a>'
+    assert inline_html("[out](https://example.com) <b>x</b>") == "[out](https://example.com) &lt;b&gt;x&lt;/b&gt;"
+    # Evidence keeps its backslashes and entities as sent.
+    assert inline_html('"a\\"b" &amp;') == "&quot;a\\&quot;b&quot; &amp;amp;"

@@ -148,3 +148,13 @@ def test_checks_failed_on_every_request_are_said_once_not_in_every_cell(tmp_path
     assert "| client-shapes-hermes | 0 | baseline | no-stream: only the checks it fails on every request | PASS |" in md
     assert "| 1 | stop-sequences | no-stream: HTTP 200: [`param.stop_ignored`](#param.stop_ignored) | PASS |" in md
     assert "- legacy · client-shapes-hermes [no-stream]: [`schema.id_missing`](#schema.id_missing)" in md
+
+
+def test_a_raw_stream_shows_one_line_per_line_whatever_its_line_endings():
+    from harness.presentation.evidence import answer_text
+
+    lf = b'data: {"a": 1}\n\ndata: {"b": "\xe2\x80\xa8"}\n\ndata: [DONE]\n\n'  # U+2028 is JSON text, not a line end
+    shown = answer_text(lf, stream=True)
+    assert shown == 'data: {"a": 1}\ndata: {"b": "\u2028"}\ndata: [DONE]'
+    assert answer_text(lf.replace(b"\n", b"\r"), stream=True) == shown
+    assert answer_text(lf.replace(b"\n", b"\r\n"), stream=True) == shown

@@ -8,6 +8,7 @@ By hand: chromium --headless --no-sandbox --dump-dom "file://$PWD/reports/RUN/re
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -21,9 +22,17 @@ BROWSER = next(
     (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
 )
 
-pytestmark = pytest.mark.skipif(
-    BROWSER is None, reason="no headless Chromium on this machine (apt-get install chromium, or brew install chromium)"
-)
+NO_BROWSER = "no headless Chromium on this machine (apt-get install chromium, or brew install chromium)"
+# CI (.ci/run) installs Chromium and sets this: there the test must run, never skip.
+REQUIRED = os.environ.get("HARNESS_REQUIRE_BROWSER") == "1"
+
+pytestmark = pytest.mark.skipif(BROWSER is None and not REQUIRED, reason=NO_BROWSER)
+
+
+@pytest.fixture(autouse=True)
+def _browser_present():
+    if BROWSER is None:
+        pytest.fail(f"HARNESS_REQUIRE_BROWSER=1 but {NO_BROWSER}")
 
 
 def dump_dom(url: str, tmp_path) -> str:

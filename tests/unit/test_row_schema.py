@@ -29,6 +29,7 @@ ROW_COLUMNS = [
     "conversation",
     "context_tokens",
     "variant",
+    "protocol",
     "model",
     "tool_choice",
     "turn",
@@ -76,6 +77,7 @@ ROW_COLUMNS = [
     "served_from_cache",
     "prompt_tok_s",
     "capture",
+    "answer",
 ]
 # What the summary adds to the rows' frame (harness.analysis.served): answers served without
 # generation, and each request's prompt-processing rate.
@@ -223,7 +225,8 @@ def test_every_field_survives_results_jsonl(tmp_path):
         session=1,
         conversation=2,
         context_tokens=4000,
-        variant="no-stream",
+        variant="no-stream,anthropic",
+        protocol="anthropic",
         model="m",
         tool_choice="required",
         turn=3,
@@ -271,6 +274,7 @@ def test_every_field_survives_results_jsonl(tmp_path):
         served_from_cache=False,
         prompt_tok_s=512.0,
         capture="captures/0001-s-sc-no-stream-t3",
+        answer="captures/0001-s-sc-no-stream-t3/response.raw",
     )
     left_at_default = [
         name

@@ -1,7 +1,7 @@
 """The SSE reader's framing faults, and disk-cache accounting."""
 
 from harness.capture import cachefiles
-from harness.capture.sse import SSEReader, delta_has_output
+from harness.core.sse import SSEReader, delta_has_output
 
 
 def feed_all(data: bytes, piece: int = 5) -> SSEReader:
@@ -28,6 +28,43 @@ def test_framing_faults_keep_the_bad_bytes():
 def test_bad_json_is_recorded_not_raised():
     reader = feed_all(b"data: {not json\n\n")
     assert reader.events[0].payload is None and "not JSON" in reader.events[0].json_error
+
+
+def test_bare_cr_and_crlf_line_endings_read_like_lf():
+    lf = b'data: {"a": 1}\n\n: keep-alive\nevent: x\ndata: {"b": 2}\n\ndata: [DONE]\n\n'
+    for ending in (b"\r", b"\r\n"):
+        for piece in (1, 2, 7, 1000):  # a CRLF split across two reads must not end two lines
+            reader = feed_all(lf.replace(b"\n", ending), piece=piece)
+            assert [e.payload for e in reader.events[:2]] == [{"a": 1}, {"b": 2}], (ending, piece)
+            assert len(reader.events) == 3 and reader.events[-1].is_done
+            assert reader.faults == [], (ending, piece, reader.faults)
+
+
+def test_an_event_ended_by_cr_at_the_end_of_a_read_is_not_held_back():
+    # The first token's time is taken when feed returns its event, not when the next read comes.
+    reader = SSEReader()
+    assert [e.payload for e in reader.feed(b'data: {"a": 1}\r\r', 0.1)] == [{"a": 1}]
+    assert [e.payload for e in reader.feed(b'data: {"b": 2}\r', 0.2)] == []
+    assert [e.payload for e in reader.feed(b"\n\r\n", 0.3)] == [{"b": 2}]  # CRLF split: one line end
+    assert reader.close(0.4) == [] and reader.faults == []
+
+
+def test_feed_and_close_strip_the_same_single_leading_space():
+    # Only one space after "data:" is framing; a second one belongs to the data, read as it arrives
+    # (feed) or as the last unterminated line of the stream (close).
+    terminated = feed_all(b"data:  [DONE]\n\n", piece=1000)
+    unterminated = feed_all(b"data:  two spaces", piece=1000)
+    assert terminated.events[0].data == " [DONE]" and terminated.events[0].is_done
+    assert unterminated.events[0].data == " two spaces"
+    assert any("not terminated" in fault for fault in unterminated.faults)
+
+
+def test_data_after_done_is_a_fault_once_per_late_event():
+    reader = feed_all(b'data: [DONE]\n\ndata: {"a": 1}\n\ndata: {"b": 2}\n\n')
+    assert [f for f in reader.faults if "after [DONE]" in f] == [
+        "data after [DONE]: '{\"a\": 1}'",
+        "data after [DONE]: '{\"b\": 2}'",
+    ]
 
 
 def test_role_only_chunk_is_not_output():

@@ -308,12 +308,13 @@ def test_gate_configuration_errors(tmp_path, monkeypatch, capsys):
         gate_settings({"min_ratios": {"speedup_bogus": 1.0}})
     with pytest.raises(ConfigError, match="unknown gate setting 'min_speed'"):
         gate_settings({"min_speed": 2})
-    with pytest.raises(ConfigError, match="must be a number"):
+    with pytest.raises(ConfigError, match=r"min_follow_up_speedup: Input should be a valid number \(got 'fast'\)"):
         gate_settings({"min_follow_up_speedup": "fast"})
-    assert gate_settings({"min_follow_up_speedup": False})["min_follow_up_speedup"] is None
+    assert gate_settings({"min_follow_up_speedup": False}).min_follow_up_speedup is None
     run_dir = write_run(tmp_path / "run", make_rows())
     code, _out, err = gate_cli(run_dir, tmp_path, monkeypatch, capsys, 'baseline_metrics = ["first_latency"]\n')
-    assert code == 2 and "unknown metric 'first_latency'" in err and "[tool.harness.gate]" in err
+    assert code == 2 and "unknown metric 'first_latency'" in err and "harness.toml" in err
+    assert "field 'gate.baseline_metrics'" in err
     code, _, err = gate_cli(tmp_path / "missing", tmp_path, monkeypatch, capsys)
     assert code == 2 and "does not exist" in err
 
@@ -416,3 +417,15 @@ def test_gate_when_the_reference_recorded_nothing():
     follow = by[("speedup.follow_up", "mlx-textgen vs legacy [agent-session]")]
     assert follow.passed is False and "no follow-up request recorded on legacy" in follow.detail
     assert by[("cache.files", "mlx-textgen")].passed is True  # what it has is still gated
+
+
+def test_a_named_table_is_written_between_its_own_markers_only():
+    from harness.presentation.readme_table import markers
+
+    start, end = markers("leaving")
+    text = f"intro\n{START}\nold default\n{END}\nmiddle\n{start}\nold leaving\n{end}\ntail\n"
+    updated = replace_between_markers(text, "new leaving table", table="leaving")
+    assert "old default" in updated and "old leaving" not in updated
+    assert updated.index(start) < updated.index("new leaving table") < updated.index(end)
+    with pytest.raises(ConfigError, match="harness:other:start"):
+        replace_between_markers(text, "x", table="other")

@@ -1,14 +1,23 @@
 """An incremental Server-Sent-Events reader that keeps framing faults as data.
 
-Replay feeds it bytes as they arrive (to time the first token and to stop runaway streams) and the
-conformance checks read the same events and faults afterwards, so there is one SSE parser only.
+Replay feeds it bytes as they arrive (to time the first token and to stop runaway streams), the
+conformance checks read the same events and faults afterwards, and the importers read recorded
+Anthropic streams through it: there is one SSE parser only. It lives in ``core`` because both the
+scenario stage (recorded streams) and the capture stage (live streams) read SSE.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+# A line ends with CRLF, LF or a bare CR (the SSE standard; the `openai` client reads all three).
+LINE_END = re.compile(r"\r\n|\r|\n")
+# Fields a stream may carry besides `data`; the reader has no use for them but they are valid.
+_IGNORED_FIELDS = {"event", "id", "retry"}
 
 
 @dataclass
@@ -33,58 +42,71 @@ class SSEReader:
     raw: bytearray = field(default_factory=bytearray)
     _buffer: str = ""
     _pending: list[str] = field(default_factory=list)
+    _done: bool = False
+    _after_cr: bool = False
     _decoder: Any = None
 
     def feed(self, chunk: bytes, now_s: float) -> list[SSEEvent]:
         """Adds bytes; returns the events completed by them."""
-        import codecs
-
         if self._decoder is None:
             self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.raw.extend(chunk)
         self._buffer += self._decoder.decode(chunk)
-        completed: list[SSEEvent] = []
-        while "\n" in self._buffer:
-            line, self._buffer = self._buffer.split("\n", 1)
-            line = line.rstrip("\r")
-            if line == "":
-                if self._pending:
-                    completed.append(self._emit("\n".join(self._pending), now_s))
-                    self._pending = []
-                continue
-            if line.startswith(":"):
-                continue  # SSE comment / keep-alive
-            if line.startswith("data:"):
-                value = line[5:]
-                self._pending.append(value[1:] if value.startswith(" ") else value)
-            elif line.split(":", 1)[0] in {"event", "id", "retry"}:
-                continue
-            else:
-                self.faults.append(f"line is not an SSE field: {line[:80]!r}")
-        return completed
+        return self._read_lines(now_s)
 
     def close(self, now_s: float) -> list[SSEEvent]:
         """Ends the stream; a trailing event without its blank line is still read, but noted."""
-        completed: list[SSEEvent] = []
-        tail = self._buffer.strip("\r\n")
+        completed = self._read_lines(now_s)
+        tail, self._buffer = self._buffer, ""
         if tail:
-            if tail.startswith("data:"):
-                self._pending.append(tail[5:].lstrip(" "))
+            if tail.startswith(":") or tail.partition(":")[0] in {"data", *_IGNORED_FIELDS}:
+                self._line(tail)
             else:
                 self.faults.append(f"stream ended with a partial line: {tail[:80]!r}")
         if self._pending:
             self.faults.append(f"last event not terminated by a blank line: {self._pending[-1][:80]!r}")
             completed.append(self._emit("\n".join(self._pending), now_s))
             self._pending = []
-        self._buffer = ""
         return completed
 
+    def _read_lines(self, now_s: float) -> list[SSEEvent]:
+        completed: list[SSEEvent] = []
+        if self._buffer:
+            if self._after_cr and self._buffer.startswith("\n"):
+                self._buffer = self._buffer[1:]  # the LF of a CRLF split across two reads
+            self._after_cr = False
+        start = 0
+        for end in LINE_END.finditer(self._buffer):
+            line = self._buffer[start : end.start()]
+            start = end.end()
+            # A CR that ends the read ends its line now (an event is not held back for the next
+            # read); a LF that starts the next read is then the second half of a CRLF.
+            self._after_cr = end.group() == "\r" and start == len(self._buffer)
+            if line == "":
+                if self._pending:
+                    completed.append(self._emit("\n".join(self._pending), now_s))
+                    self._pending = []
+            else:
+                self._line(line)
+        self._buffer = self._buffer[start:]
+        return completed
+
+    def _line(self, line: str) -> None:
+        """One non-blank line: a comment, a field, or a framing fault."""
+        if line.startswith(":"):
+            return  # SSE comment / keep-alive
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._pending.append(value[1:] if value.startswith(" ") else value)
+        elif name not in _IGNORED_FIELDS:
+            self.faults.append(f"line is not an SSE field: {line[:80]!r}")
+
     def _emit(self, data: str, now_s: float) -> SSEEvent:
-        if any(event.is_done for event in self.events):
+        if self._done:
             self.faults.append(f"data after [DONE]: {data[:80]!r}")
         event = SSEEvent(data=data, arrived_s=now_s)
         if data.strip() == "[DONE]":
-            event.is_done = True
+            event.is_done = self._done = True
         else:
             try:
                 parsed = json.loads(data)
