@@ -25,21 +25,9 @@ Reuse evidence: ``usage.cache_read_input_tokens`` is the protocol layer's count 
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
-from anthropic.types import (
-    Message,
-    RawContentBlockDeltaEvent,
-    RawContentBlockStartEvent,
-    RawContentBlockStopEvent,
-    RawMessageDeltaEvent,
-    RawMessageStartEvent,
-    RawMessageStopEvent,
-    RedactedThinkingBlock,
-    TextBlock,
-    ThinkingBlock,
-    ToolUseBlock,
-)
 from pydantic import BaseModel, ValidationError
 
 from harness.capture.http import CapturedResponse
@@ -60,22 +48,43 @@ STOP_REASON_INCONSISTENT = "anthropic.stop_reason_inconsistent"
 MAX_TOKENS_EXCEEDED = "anthropic.max_tokens_exceeded"
 TOOL_CALL_AS_TEXT = "anthropic.tool_call_as_text"
 
-# The SDK's type of each content block a model answers with.
-BLOCK_TYPES: dict[str, type[BaseModel]] = {
-    "text": TextBlock,
-    "tool_use": ToolUseBlock,
-    "thinking": ThinkingBlock,
-    "redacted_thinking": RedactedThinkingBlock,
-}
-# ... and of each stream event ("ping" and "error" carry nothing to validate beyond their type).
-EVENT_TYPES: dict[str, type[BaseModel]] = {
-    "message_start": RawMessageStartEvent,
-    "message_delta": RawMessageDeltaEvent,
-    "message_stop": RawMessageStopEvent,
-    "content_block_start": RawContentBlockStartEvent,
-    "content_block_delta": RawContentBlockDeltaEvent,
-    "content_block_stop": RawContentBlockStopEvent,
-}
+
+@cache
+def sdk_types() -> tuple[type[BaseModel], dict[str, type[BaseModel]], dict[str, type[BaseModel]]]:
+    """The SDK's ``Message``, its type of each content block a model answers with, and of each
+    stream event ("ping" and "error" carry nothing to validate beyond their type). Imported on first
+    use: the anthropic package takes a second or more to import, which no OpenAI-only run should pay."""
+    from anthropic.types import (
+        Message,
+        RawContentBlockDeltaEvent,
+        RawContentBlockStartEvent,
+        RawContentBlockStopEvent,
+        RawMessageDeltaEvent,
+        RawMessageStartEvent,
+        RawMessageStopEvent,
+        RedactedThinkingBlock,
+        TextBlock,
+        ThinkingBlock,
+        ToolUseBlock,
+    )
+
+    blocks: dict[str, type[BaseModel]] = {
+        "text": TextBlock,
+        "tool_use": ToolUseBlock,
+        "thinking": ThinkingBlock,
+        "redacted_thinking": RedactedThinkingBlock,
+    }
+    events: dict[str, type[BaseModel]] = {
+        "message_start": RawMessageStartEvent,
+        "message_delta": RawMessageDeltaEvent,
+        "message_stop": RawMessageStopEvent,
+        "content_block_start": RawContentBlockStartEvent,
+        "content_block_delta": RawContentBlockDeltaEvent,
+        "content_block_stop": RawContentBlockStopEvent,
+    }
+    return Message, blocks, events
+
+
 # The delta kinds each block kind may receive.
 DELTAS_OF = {
     "text": {"text_delta", "citations_delta"},
@@ -250,7 +259,7 @@ def check_message(message: dict[str, Any], out: CheckOutcome) -> None:
     """The final Messages object against the SDK's ``Message`` and block types."""
     blocks = message.get("content")
     try:
-        Message.model_validate({**message, "content": []})
+        sdk_types()[0].model_validate({**message, "content": []})
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error.get("loc", ()))
@@ -267,7 +276,7 @@ def check_message(message: dict[str, Any], out: CheckOutcome) -> None:
         return
     for position, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
-        model = BLOCK_TYPES.get(str(kind))
+        model = sdk_types()[1].get(str(kind))
         if model is None:
             out.fail(MESSAGE_INVALID, f"content[{position}] is a {kind!r} block, not one a model answers with")
             continue
@@ -292,7 +301,7 @@ def _check_events(reader: SSEReader, out: CheckOutcome, complete: bool) -> None:
             )
             continue
         kind = str(payload.get("type"))
-        model = EVENT_TYPES.get(kind)
+        model = sdk_types()[2].get(kind)
         if model is not None:
             try:
                 model.model_validate(payload)

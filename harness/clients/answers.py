@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.rows import Protocol, ResultRow
+from harness.run.captures import read_answer
 
 CLIENTS_FILE = "clients.jsonl"
 CLIENTS_META_FILE = "clients.json"
@@ -100,7 +101,7 @@ def answer_of(run_dir: Path, row: ResultRow) -> CapturedAnswer | None:
     if not row.answer:
         return None
     try:
-        body = (Path(run_dir) / row.answer).read_bytes()
+        body = read_answer(Path(run_dir), row.answer)
     except OSError:
         return None
     # An error on a 200 (or on no status at all) is the transport's: the bytes ended there.

@@ -127,9 +127,9 @@ class ResultRow(BaseModel):
     # The folder under the run folder (e.g. "captures/0007-legacy-...") that keeps this request's
     # exact body, the raw answer and a curl line replaying it; set for requests that failed a check.
     capture: str | None = None
-    # The file under the run folder holding the exact bytes of the answer (the capture's
-    # response.raw for a failing request, else answers/<name>.raw), which the client replay feeds
-    # to real client libraries.
+    # Where the run folder keeps the exact bytes of the answer (the capture's response.raw for a
+    # failing request, else its slice of answers.raw, "answers.raw#OFFSET+LENGTH";
+    # harness.run.captures.read_answer), which the client replay feeds to real client libraries.
     answer: str | None = None
 
 

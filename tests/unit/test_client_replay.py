@@ -30,7 +30,7 @@ from harness.clients.replay import replay_answers, replay_run
 from harness.core.rows import ResultRow, ResultWriter
 from harness.core.sse import SSEReader
 from harness.presentation.report import build_report, verdict_lines
-from harness.run.captures import capture_name
+from harness.run.captures import read_answer, write_answer
 from harness.scenario.definition import Expect, PlannedRequest
 from harness.verdicts.gate import client_gates
 
@@ -131,7 +131,7 @@ PLAIN = {0: body("Hello there"), 1: body(None, [call("a.py")]), 2: body(None, [c
 
 def checked_row(run_dir: Path, server: str, turn: int, stream: bool, raw: str, error: str | None) -> ResultRow:
     """The row of one answer as the run builds it: the real answer reading and checks, the raw bytes
-    kept under answers/."""
+    kept in answers.raw."""
     path = TURNS[turn][0]
     expected = {"tool_calls": [{"name": "Read", "arguments": {"file_path": path}}]}
     expect = Expect.model_validate(expected) if path else None
@@ -163,9 +163,8 @@ def checked_row(run_dir: Path, server: str, turn: int, stream: bool, raw: str, e
         check_evidence=outcome.evidence,
         check_notes=outcome.notes,
     )
-    row.answer = f"answers/{capture_name(row)}.raw"
-    (run_dir / "answers").mkdir(parents=True, exist_ok=True)
-    (run_dir / row.answer).write_bytes(raw.encode())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    row.answer = write_answer(run_dir, row, captured, None)
     return row
 
 
@@ -395,3 +394,18 @@ def test_gate_setting_names_clients() -> None:
     assert gate_settings({"clients": ["ai-sdk"]}).clients == ["ai-sdk"]
     with pytest.raises(ConfigError, match=r"clients: Input should be a valid list"):
         gate_settings({"clients": "ai-sdk"})
+
+
+def test_answers_share_one_file_each_in_its_own_slice(tmp_path: Path) -> None:
+    """Answers without a capture are appended to answers.raw; each row reads back exactly its bytes,
+    and masking a secret afterwards keeps every other slice in place."""
+    from harness.run.captures import mask_written
+
+    first = checked_row(tmp_path, "candidate", 0, True, text_stream("Hello there"), None)
+    second = checked_row(tmp_path, "candidate", 3, False, json.dumps(body("key sk-abc in it")), None)
+    assert first.answer.startswith("answers.raw#0+") and second.answer.startswith("answers.raw#")
+    assert read_answer(tmp_path, first.answer) == text_stream("Hello there").encode()
+    mask_written(tmp_path, second, ["sk-abc"])
+    assert b"sk-abc" not in (tmp_path / "answers.raw").read_bytes()
+    assert b"key ****** in it" in read_answer(tmp_path, second.answer)
+    assert read_answer(tmp_path, first.answer) == text_stream("Hello there").encode()
