@@ -45,7 +45,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         script.prompts = [line for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line.strip()]
         if not script.prompts:
             raise ConfigError(f"--prompts {args.prompts}: the file has no prompt (one per line).")
-    config = load_config(Path(args.config) if args.config else None, {"servers": args.servers})
+    servers = args.servers or []
+    # No comparison against a reference here: the first server named stands in as one.
+    config = load_config(Path(args.config) if args.config else None, {"servers": servers, "reference": servers[0]})
     run = AgentRun(
         config.server_specs(),
         script,

@@ -71,7 +71,7 @@ def agent_markdown(summary: AgentSummary) -> str:
     ]
     a = summary.agreement
     if a.count:
-        relative = f", median {a.median_relative:.0%} of the proxy's" if a.median_relative is not None else ""
+        relative = f", median {a.median_relative:.1%} of the proxy's" if a.median_relative is not None else ""
         lines += [
             f"**TTFT agreement** (client's TTFT of its request, ttft_ms - time_to_request_ms, minus the proxy's TTFT "
             f"of the same request) over {a.count} prompt(s): median {a.median_ms:+.0f} ms, median |difference| "
