@@ -92,7 +92,8 @@ def ensure_installed(release: str | None = None) -> Path:
         if done.returncode != 0 or not binary.is_file():
             tail = " ".join((done.stderr or done.stdout).strip().splitlines()[-4:])[:500]
             raise ClientUnavailable(
-                f"npm install of {PACKAGE}@{release} into {folder} failed (exit {done.returncode}): {tail or 'no binary'}."
+                f"npm install of {PACKAGE}@{release} into {folder} failed (exit {done.returncode}): "
+                f"{tail or 'no binary'}."
                 f" Check that npm reaches its registry and that {_platform_package()} exists for this release."
             )
         (folder / ".installed").write_text(f"{PACKAGE}@{release}\n")
@@ -199,8 +200,9 @@ def read_result(invocation: Invocation, stdout: str) -> None:
         elif isinstance(value, kind):
             setattr(invocation, name, value)
     if isinstance(result.get("usage"), dict):
+        usage = result["usage"].items()
         invocation.usage = {
-            key: value for key, value in result["usage"].items() if isinstance(value, int) and not isinstance(value, bool)
+            key: value for key, value in usage if isinstance(value, int) and not isinstance(value, bool)
         }
 
 

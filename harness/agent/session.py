@@ -91,7 +91,7 @@ class ProxyThread:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", server_header=False, date_header=False,
             timeout_graceful_shutdown=3,

@@ -94,7 +94,7 @@ def register_commands(sub: Any) -> None:
     )  # fmt: skip
     agent.add_argument("--script", help="a session script (default: the built-in scenarios/agent/claude-code.yaml)")
     agent.add_argument("--prompts", help="a text file of prompts, one per line, in place of the script's")
-    agent.add_argument("--model", default=DEFAULT_MODEL, help=f"a built-in tool model or a model folder ({DEFAULT_MODEL})")
+    agent.add_argument("--model", default=DEFAULT_MODEL, help=f"a built-in tool model or a folder ({DEFAULT_MODEL})")
     agent.add_argument("--out", default="reports", help="folder for run folders (default: reports)")
     agent.add_argument("--config", help="a harness.toml declaring servers")
     agent.add_argument("--installer", choices=["uv", "pip"], help="how servers' own environments are built")

@@ -81,13 +81,13 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
 def messages_answer(completion: dict[str, Any], model: str) -> dict[str, Any]:
     """R10: a ``chat.completion`` as the Messages object a client of the Messages API reads."""
     choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    choice: dict[str, Any] = choices[0] if isinstance(choices[0], dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    calls: list[Any] = message["tool_calls"] if isinstance(message.get("tool_calls"), list) else []
     for call in calls:
         function = call.get("function") or {}
         content.append(
@@ -98,7 +98,11 @@ def messages_answer(completion: dict[str, Any], model: str) -> dict[str, Any]:
                 "input": _tool_input(function.get("arguments")),
             }
         )
-    usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+    usage: dict[str, Any] = completion["usage"] if isinstance(completion.get("usage"), dict) else {}
+    tokens = {
+        "input_tokens": int(usage.get("prompt_tokens") or 0),
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+    }
     return {
         "id": f"msg_{completion.get('id') or uuid.uuid4().hex[:24]}",
         "type": "message",
@@ -107,7 +111,7 @@ def messages_answer(completion: dict[str, Any], model: str) -> dict[str, Any]:
         "content": content,
         "stop_reason": stop_reason(choice.get("finish_reason"), bool(calls)),
         "stop_sequence": None,
-        "usage": {"input_tokens": int(usage.get("prompt_tokens") or 0), "output_tokens": int(usage.get("completion_tokens") or 0)},
+        "usage": tokens,
     }
 
 
@@ -136,7 +140,7 @@ class StreamConverter:
 
     def _start(self, chunk_id: Any) -> bytes:
         self.started = True
-        message = {
+        message: dict[str, Any] = {
             "id": f"msg_{chunk_id or uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
@@ -170,7 +174,7 @@ class StreamConverter:
         for choice in payload.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.open_kind != "text":
@@ -183,7 +187,7 @@ class StreamConverter:
                 if not isinstance(call, dict):
                     continue
                 position = int(call.get("index", len(self.call_blocks)))
-                function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
                 if position not in self.call_blocks:
                     block = {
                         "type": "tool_use",
@@ -366,7 +370,8 @@ class ConvertingProxy:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
         except UPSTREAM_ERRORS as exc:
             exchange.error = cut_off_reason(exc)
-            await send({"type": "http.response.body", "body": StreamConverter.error(exchange.error), "more_body": False})
+            ending = StreamConverter.error(exchange.error)
+            await send({"type": "http.response.body", "body": ending, "more_body": False})
             return
         await send({"type": "http.response.body", "body": converter.finish(), "more_body": False})
 

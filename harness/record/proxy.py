@@ -214,7 +214,8 @@ class RecordingProxy:
         except BaseException as exc:  # the client left, the upstream broke off, or the proxy is stopping
             client_left = watcher.done() and not watcher.cancelled()
             if exchange is not None:
-                exchange.error = "the client left before the answer was complete" if client_left else cut_off_reason(exc)
+                left = "the client left before the answer was complete"
+                exchange.error = left if client_left else cut_off_reason(exc)
             # The client's connection is dropped like the upstream one was (uvicorn closes a response
             # left incomplete); anything else, the proxy stopping included, goes on up.
             if not (client_left or isinstance(exc, UPSTREAM_ERRORS)) or isinstance(exc, asyncio.CancelledError):

@@ -157,8 +157,10 @@ def test_paths_follow_the_protocols_a_server_declares():
 def test_the_client_runs_restricted_with_an_environment_built_from_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("SOME_USER_SECRET", "x")
     env = client_env("http://127.0.0.1:1234", "dummy", tmp_path / "h", tmp_path / "t", 256)
-    assert "SOME_USER_SECRET" not in env and env["HOME"] == str(tmp_path / "h") and env["TMPDIR"] == str(tmp_path / "t")
-    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:1234" and env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert "SOME_USER_SECRET" not in env
+    assert env["HOME"] == str(tmp_path / "h") and env["TMPDIR"] == str(tmp_path / "t")
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:1234"
+    assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert env["HTTPS_PROXY"].startswith("http://127.0.0.1:") and "127.0.0.1" in env["NO_PROXY"]
     settings = ClientSettings(tools=["Read", "Edit"], permission_mode="acceptEdits", max_output_tokens=9, max_turns=2)
     argv = client_argv(tmp_path / "claude", "hi", settings, resume="abc")
