@@ -272,6 +272,10 @@ def invoke(
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
         problem = f"the client did not finish within {settings.timeout_s:g} s and was stopped"
+    except BaseException:  # interrupted: the client and whatever it started go too
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
     # The prompt goes last in the record: the binary's path stays, the key is never in argv.
     invocation = Invocation(
         prompt_index=prompt_index,
