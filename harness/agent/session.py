@@ -33,10 +33,12 @@ from typing import Any
 from harness.agent import claude_code
 from harness.agent.claude_code import ClientSettings, Invocation
 from harness.agent.script import SessionScript, make_workspace
+from harness.capture.http import event_has_visible_output
 from harness.core.errors import ConfigError, ServerError
 from harness.core.rows import ResultRow, read_rows
+from harness.core.sse import SSEReader
 from harness.record.converting import ConvertingProxy
-from harness.record.proxy import RecordingProxy
+from harness.record.proxy import Exchange, RecordingProxy
 from harness.record.recorder import Recorder
 from harness.run.meta import RunMeta, machine_info, new_run_id, package_versions, prepare_run_dir
 from harness.server import environments
@@ -126,6 +128,8 @@ class Leg:
     rows: list[list[dict[str, Any]]] = field(default_factory=list)  # per invocation
     log_reuse: list[dict[str, Any]] = field(default_factory=list)  # per invocation
     conversion_notes: Counter[str] = field(default_factory=Counter)
+    # The proxy's time to the first visible output of each exchange, by its start time (the row's).
+    visible: dict[float, float | None] = field(default_factory=dict)
     files_written: dict[str, list[str]] = field(default_factory=dict)
     problem: str | None = None
 
@@ -145,7 +149,7 @@ class Leg:
         }
 
 
-def row_view(row: ResultRow) -> dict[str, Any]:
+def row_view(row: ResultRow, visible: dict[float, float | None]) -> dict[str, Any]:
     """What the agent report shows of a row (the whole row stays in the leg's results.jsonl)."""
     return {
         "turn": row.turn,
@@ -153,6 +157,7 @@ def row_view(row: ResultRow) -> dict[str, Any]:
         "stream": row.stream,
         "http_status": row.http_status,
         "ttft_s": row.ttft_s,
+        "ttft_visible_s": visible.get(row.started_at),
         "total_s": row.total_s,
         "finish_reason": row.finish_reason,
         "prompt_tokens": row.prompt_tokens,
@@ -163,6 +168,19 @@ def row_view(row: ResultRow) -> dict[str, Any]:
         "error": row.error,
         "capture": row.capture,
     }
+
+
+def first_visible_s(exchange: Exchange) -> float | None:
+    """When the first tool call or non-whitespace text of a streamed answer arrived (seconds after the
+    request went upstream), None when none did: the proxy's time to something the client shows."""
+    if not exchange.streamed:
+        return None
+    reader = SSEReader()
+    for chunk, arrived in exchange.chunks:
+        for event in reader.feed(chunk, arrived):
+            if event_has_visible_output(event.payload, exchange.protocol):
+                return event.arrived_s
+    return None
 
 
 def rows_of(invocation: Invocation, rows: list[ResultRow]) -> list[ResultRow]:
@@ -344,11 +362,16 @@ class AgentRun:
             folder, self.run_id, server.base_url + prefix, label=spec.name, name=f"agent-{path}",
             model_dir=self.model_dir,
         )  # fmt: skip
+
+        def observe(exchange: Exchange) -> None:
+            leg.visible[exchange.started_at] = first_visible_s(exchange)
+            recorder.submit(exchange)
+
         app: Any
         if path == NATIVE:
-            app = RecordingProxy(server.base_url + prefix, recorder.submit, rewrite=swap_model(model))
+            app = RecordingProxy(server.base_url + prefix, observe, rewrite=swap_model(model))
         else:
-            app = ConvertingProxy(server.base_url, spec.chat_path, model, recorder.submit, leg.conversion_notes.update)
+            app = ConvertingProxy(server.base_url, spec.chat_path, model, observe, leg.conversion_notes.update)
         workspace = make_workspace(self.script, folder / "workspace")
         home, tmp = folder / "client-home", folder / "client-tmp"
         home.mkdir()
@@ -371,7 +394,7 @@ class AgentRun:
         finally:
             recorder.close()
         rows = read_rows(folder)
-        leg.rows = [[row_view(row) for row in rows_of(invocation, rows)] for invocation in leg.invocations]
+        leg.rows = [[row_view(row, leg.visible) for row in rows_of(invocation, rows)] for invocation in leg.invocations]
         leg.files_written = {
             "workspace": _listing(workspace, workspace),
             "client-home": _listing(home, home),

@@ -6,7 +6,9 @@ Claude Code's JSON result counts ``ttft_ms`` from its own start, and ``time_to_r
 the moment it sent its first request: their difference is its time to first token of that request,
 the figure the proxy measures too (from the request going upstream to the first generated token of
 the first row). Where both exist and the request streamed, the difference of the two is the
-agreement figure; the raw ``ttft_ms`` is shown beside it, since that is what the client reports.
+agreement figure; the raw ``ttft_ms`` is shown beside it, since that is what the client reports. A
+second figure compares it with the proxy's time to the first thing a client can show (a tool call or
+text that is not only whitespace): an answer that opens with a newline tells the two apart.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class PromptView:
     duration_ms: float | None
     ttft_ms: float | None
     client_request_ttft_ms: float | None  # ttft_ms - time_to_request_ms
-    proxy_ttft_ms: float | None  # the first row's
+    proxy_ttft_ms: float | None  # the first row's: its first generated token
+    proxy_visible_ms: float | None  # the first row's first tool call or non-whitespace text
     requests: int
     statuses: list[int | None]
     checks_failed: list[str]
@@ -75,6 +78,7 @@ class AgentSummary:
     client: dict[str, Any]
     legs: list[LegView]
     agreement: Agreement
+    visible_agreement: Agreement
     key_found_in: list[str]
     notes: list[str]
 
@@ -104,6 +108,7 @@ def prompt_view(server: str, path: str, prompt: dict[str, Any]) -> PromptView:
     ttft_ms, to_request = prompt.get("ttft_ms"), prompt.get("time_to_request_ms")
     first = rows[0] if rows else {}
     proxy_ttft = first.get("ttft_s") if first.get("stream") else None
+    visible = first.get("ttft_visible_s") if first.get("stream") else None
     return PromptView(
         server=server,
         path=path,
@@ -120,6 +125,7 @@ def prompt_view(server: str, path: str, prompt: dict[str, Any]) -> PromptView:
         ttft_ms=ttft_ms,
         client_request_ttft_ms=ttft_ms - to_request if ttft_ms is not None and to_request is not None else None,
         proxy_ttft_ms=proxy_ttft * 1000 if proxy_ttft is not None else None,
+        proxy_visible_ms=visible * 1000 if visible is not None else None,
         requests=len(rows),
         statuses=statuses,
         checks_failed=sorted({check for row in rows for check in row.get("checks_failed") or []}),
@@ -128,11 +134,14 @@ def prompt_view(server: str, path: str, prompt: dict[str, Any]) -> PromptView:
     )
 
 
-def agreement(prompts: list[PromptView]) -> Agreement:
+def agreement(prompts: list[PromptView], visible: bool = False) -> Agreement:
+    """The client's TTFT against the proxy's first generated token, or (``visible``) against the
+    proxy's first tool call or non-whitespace text."""
     pairs = [
-        (p.client_request_ttft_ms, p.proxy_ttft_ms)
+        (p.client_request_ttft_ms, proxy)
         for p in prompts
-        if p.client_request_ttft_ms is not None and p.proxy_ttft_ms is not None
+        if p.client_request_ttft_ms is not None
+        and (proxy := p.proxy_visible_ms if visible else p.proxy_ttft_ms) is not None
     ]
     if not pairs:
         return Agreement(0, None, None, None, None)
@@ -163,6 +172,7 @@ def load_agent_summary(run_dir: Path) -> AgentSummary:
         client=data.get("client") or {},
         legs=legs,
         agreement=agreement(every),
+        visible_agreement=agreement(every, visible=True),
         key_found_in=list(data.get("key_found_in") or []),
         notes=list(data.get("notes") or []),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.analysis.agent import AgentSummary, LegView, PromptView, load_agent_summary
+from harness.analysis.agent import AgentSummary, Agreement, LegView, PromptView, load_agent_summary
 
 REPORT_FILE = "agent.md"
 RESULT_CHARS = 60
@@ -38,16 +38,19 @@ def _leg_lines(leg: LegView) -> list[str]:
               f"time per prompt as the client saw it (duration_ms): {times}.", ""]  # fmt: skip
     lines += [
         "| # | client | turns | client duration | client ttft_ms | client TTFT of its request | proxy TTFT "
-        "| requests (HTTP) | failed checks | reuse | client's result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| proxy, first visible | requests (HTTP) | failed checks | reuse | client's result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in leg.prompts:
         statuses = ",".join(str(s) for s in p.statuses) or "none"
         lines.append(
             f"| {p.index + 1} | {_state(p)} | {p.num_turns if p.num_turns is not None else '-'} "
             f"| {_ms(p.duration_ms)} | {_ms(p.ttft_ms)} | {_ms(p.client_request_ttft_ms)} | {_ms(p.proxy_ttft_ms)} "
+            f"| {_ms(p.proxy_visible_ms)} "
             f"| {p.requests} ({statuses}) | {', '.join(p.checks_failed) or '-'} | {p.reuse} | {_cell(p.result)} |"
         )
+    if any(p.requests and p.proxy_ttft_ms is None for p in leg.prompts):
+        lines += ["", "A proxy TTFT of -: the prompt's first request streamed no generated token (an empty answer)."]
     failures = [p for p in leg.prompts if not p.completed or p.checks_failed]
     if failures:
         lines += ["", "Failures and their captures:", ""]
@@ -60,6 +63,16 @@ def _leg_lines(leg: LegView) -> list[str]:
     return [*lines, ""]
 
 
+def _agreement_line(what: str, a: Agreement) -> str:
+    if not a.count:
+        return f"- {what}: no prompt had both figures."
+    relative = f", median {a.median_relative:.1%} of the proxy's" if a.median_relative is not None else ""
+    return (
+        f"- {what}: over {a.count} prompt(s), median {a.median_ms:+.0f} ms, median |difference| "
+        f"{a.median_abs_ms:.0f} ms, largest {a.max_abs_ms:.0f} ms{relative}."
+    )
+
+
 def agent_markdown(summary: AgentSummary) -> str:
     client = summary.client
     lines = [
@@ -69,17 +82,14 @@ def agent_markdown(summary: AgentSummary) -> str:
         f"`claude --version`: {client.get('reports')}).",
         "",
     ]
-    a = summary.agreement
-    if a.count:
-        relative = f", median {a.median_relative:.1%} of the proxy's" if a.median_relative is not None else ""
-        lines += [
-            f"**TTFT agreement** (client's TTFT of its request, ttft_ms - time_to_request_ms, minus the proxy's TTFT "
-            f"of the same request) over {a.count} prompt(s): median {a.median_ms:+.0f} ms, median |difference| "
-            f"{a.median_abs_ms:.0f} ms, largest {a.max_abs_ms:.0f} ms{relative}.",
-            "",
-        ]
-    else:
-        lines += ["**TTFT agreement**: no prompt had both a client TTFT and a streamed first request.", ""]
+    lines += [
+        "**TTFT agreement**: the client's TTFT of its request (ttft_ms - time_to_request_ms) minus the proxy's "
+        "figure for the same request.",
+        "",
+        _agreement_line("to the first generated token (the rows' ttft_s)", summary.agreement),
+        _agreement_line("to the first tool call or non-whitespace text", summary.visible_agreement),
+        "",
+    ]
     lines += [
         "| server | path | prompts completed | client failed with every status 200 | requests |",
         "|---|---|---|---|---|",

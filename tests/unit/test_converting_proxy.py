@@ -212,3 +212,15 @@ def test_the_builtin_script_loads_and_a_bad_one_names_the_field(tmp_path):
     bad.write_text("name: x\nworkspace: nowhere\ntools: []\nprompts: [hi]\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: tools: .*Fix these fields"):
         load_script(bad)
+
+
+def test_an_answer_opening_with_a_newline_is_visible_only_at_its_first_word():
+    from harness.agent.session import first_visible_s
+    from harness.record.proxy import Exchange
+
+    exchange = Exchange("POST", "/v1/chat/completions", 0.0, b"{}", status=200, content_type="text/event-stream")
+    for text, at in (("\n\n", 0.5), ("All", 0.9)):
+        exchange.chunks.append((b"data: " + json.dumps(chunk({"content": text})).encode() + b"\n\n", at))
+    assert first_visible_s(exchange) == 0.9
+    plain = Exchange("POST", "/v1/chat/completions", 0.0, b"{}", status=200, content_type="application/json")
+    assert first_visible_s(plain) is None
