@@ -114,6 +114,13 @@ def event_has_content(payload: dict[str, Any] | None, protocol: str = OPENAI) ->
     return anthropic_events.event_has_content(payload)
 
 
+def event_has_visible_output(payload: dict[str, Any] | None, protocol: str = OPENAI) -> bool:
+    """Whether a stream event starts a tool call or adds text that is not only whitespace: the first
+    thing a client can show (a leading newline is generated but shows nothing)."""
+    names, texts = _event_output(payload, protocol)
+    return bool(names) or any(text.strip() for text in texts)
+
+
 def _send_plain(
     client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str], protocol: str
 ) -> Timed:

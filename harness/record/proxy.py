@@ -118,9 +118,17 @@ class RecordingProxy:
     """The ASGI app. ``on_exchange`` gets each chat exchange once its answer is complete (or cut off);
     it must be quick (the recorder queues it)."""
 
-    def __init__(self, upstream: str, on_exchange: Callable[[Exchange], None]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        on_exchange: Callable[[Exchange], None],
+        rewrite: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.on_exchange = on_exchange
+        # Applied to the body of each chat request before it goes upstream (``harness agent`` swaps
+        # the model the client names for the server's); None passes every byte unchanged.
+        self.rewrite = rewrite
         self.pool: httpcore.AsyncConnectionPool | None = None
         origin = httpcore.URL(self.upstream)
         # The Host header the upstream server expects (each hop sets its own).
@@ -155,6 +163,10 @@ class RecordingProxy:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
+        method = scope["method"]
+        recorded = method == "POST" and recorded_path(scope["path"])
+        if recorded and self.rewrite is not None:
+            body = bytearray(self.rewrite(bytes(body)))
         headers = [(b"host", self.host)]
         headers += [(name, value) for name, value in scope["headers"] if name.lower() not in HOP_BY_HOP]
         if body or scope["method"] not in ("GET", "HEAD"):
@@ -162,8 +174,6 @@ class RecordingProxy:
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string") or b""
         url = self.upstream + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        method = scope["method"]
-        recorded = method == "POST" and recorded_path(scope["path"])
         exchange = Exchange(method, scope["path"], time.time(), bytes(body)) if recorded else None
         started = time.perf_counter()
         request = httpcore.Request(method, url, headers=headers, content=bytes(body), extensions={"timeout": TIMEOUTS})
@@ -192,8 +202,8 @@ class RecordingProxy:
             )
             if exchange is not None:
                 exchange.status = response.status
-                exchange.content_type = _header(response.headers, b"content-type")
-                exchange.content_encoding = _header(response.headers, b"content-encoding")
+                exchange.content_type = header_value(response.headers, b"content-type")
+                exchange.content_encoding = header_value(response.headers, b"content-encoding")
             async for chunk in response.aiter_stream():
                 arrived = time.perf_counter() - started
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -204,7 +214,8 @@ class RecordingProxy:
         except BaseException as exc:  # the client left, the upstream broke off, or the proxy is stopping
             client_left = watcher.done() and not watcher.cancelled()
             if exchange is not None:
-                exchange.error = "the client left before the answer was complete" if client_left else _cut_off(exc)
+                left = "the client left before the answer was complete"
+                exchange.error = left if client_left else cut_off_reason(exc)
             # The client's connection is dropped like the upstream one was (uvicorn closes a response
             # left incomplete); anything else, the proxy stopping included, goes on up.
             if not (client_left or isinstance(exc, UPSTREAM_ERRORS)) or isinstance(exc, asyncio.CancelledError):
@@ -231,7 +242,7 @@ async def _close_on_disconnect(receive: Receive, response: httpcore.Response, do
             return
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
     return next((value.decode("latin-1") for key, value in headers if key.lower() == name), "")
 
 
@@ -242,7 +253,7 @@ async def _send_error(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _cut_off(exc: BaseException) -> str:
+def cut_off_reason(exc: BaseException) -> str:
     if isinstance(exc, UPSTREAM_ERRORS):
         return f"the upstream server broke off the answer: {describe_transport_error(exc)}"
     if isinstance(exc, OSError):

@@ -37,6 +37,7 @@ STAGES = [
     "run",  # config and the run itself
     "record",  # the recording proxy: observed exchanges become rows through the run's request path
     "clients",  # captured answers replayed into real client libraries
+    "agent",  # the real agent (Claude Code) as the client, through the harness's proxy
     "analysis",  # rows -> summary frames
     "presentation",  # tables, plots, report, README table
     "verdicts",  # gate and claims
