@@ -303,7 +303,12 @@ def server_versions_text(meta: dict[str, Any]) -> str:
     """'(mlx-textgen 0.2.1, mlx-lm 0.26.3, mlx 0.26.5)' from what the server's own interpreter and
     answers said; '' when it said nothing (a remote server with no version endpoint)."""
     identity = meta.get("identity") or {}
-    packages = identity.get("packages") or {}
+    # What its environment resolved (run.json's frozen list), under what its interpreter said.
+    frozen = (meta.get("environment") or {}).get("frozen") or []
+    packages = {
+        **{name.lower(): version for name, _, version in (line.partition("==") for line in frozen) if version},
+        **(identity.get("packages") or {}),
+    }
     names = identity.get("release_packages") or HEADLINE_PACKAGES
     parts = [f"{name} {packages[name]}" for name in names if name in packages]
     parts += [f"{path} {text}" for path, text in (identity.get("reported") or {}).items()]

@@ -507,7 +507,7 @@ class ServerProcess:
         return {
             "reported": reported,
             "interpreter": interpreter,
-            "packages": package_versions_of(interpreter) if interpreter else {},
+            "packages": package_versions_of(interpreter, self.spec.packages) if interpreter else {},
             "release_packages": self.spec.packages,
             "command": self.public_command(),
             "model": self.model,
@@ -553,8 +553,9 @@ def server_interpreter(command: list[str]) -> str | None:
     return None
 
 
-def package_versions_of(interpreter: str) -> dict[str, str]:
-    """Versions of ``SERVER_PACKAGES`` installed for ``interpreter`` (and its Python), asked of it."""
+def package_versions_of(interpreter: str, extra: list[str] | None = None) -> dict[str, str]:
+    """Versions of ``SERVER_PACKAGES`` and ``extra`` (a server's release packages) installed for
+    ``interpreter`` (and its Python), asked of it."""
     script = (
         "import importlib.metadata as m, json, platform, sys\n"
         "found = {'python': platform.python_version()}\n"
@@ -565,7 +566,11 @@ def package_versions_of(interpreter: str) -> dict[str, str]:
     )
     try:
         done = subprocess.run(
-            [interpreter, "-c", script, *SERVER_PACKAGES], capture_output=True, text=True, timeout=30, check=True
+            [interpreter, "-c", script, *dict.fromkeys([*SERVER_PACKAGES, *(extra or [])])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
         data = json.loads(done.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
