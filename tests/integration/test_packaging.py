@@ -97,7 +97,7 @@ def test_wheel_installs_and_runs_from_anywhere(tmp_path):
     assert not missing, f"missing from {wheel.name}: {missing}"
     scenarios = sorted(n for n in names if n.startswith("harness/data/scenarios/") and n.endswith(".yaml"))
     on_disk = sorted(
-        "harness/data/" + p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "scenarios").glob("*.yaml")
+        "harness/data/" + p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "scenarios").rglob("*.yaml")
     )
     assert scenarios == on_disk
     assert "harness/cli/main.py" in names and not any("__pycache__" in n for n in names)
