@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.cli import server_commands, traffic_commands
+from harness.cli import bug_commands, server_commands, traffic_commands
 from harness.cli.options import comma_list
 from harness.core.errors import HarnessError, Interrupted
 
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verdict_commands(sub)
     traffic_commands.register_commands(sub)
     server_commands.register_commands(sub)
+    bug_commands.register_commands(sub)
     return parser
 
 
