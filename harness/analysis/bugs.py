@@ -27,6 +27,7 @@ FLAGGED, CLEAN, NOT_REPRODUCED = "flagged", "clean", "not reproduced"
 HAS_IT, FIXED, NOT_NAMED = "affected", "fixed", "not named"
 START_FAILED = "http.server_start"
 RAW_MARKUP = "tool.raw_markup_in_content"
+NOT_FOUND = 404
 
 
 @dataclass
@@ -85,10 +86,16 @@ def cell(entry: BugEntry, server: str, release: str, rows: list[ResultRow], unav
     if not rows:
         made.reason = "not played (no row of its scenario on this release)"
         return made
+    if "anthropic" in entry.protocols:
+        # A bug of the Messages API: its rows, not those of the same turns converted to chat.
+        rows = [row for row in rows if row.protocol == "anthropic" or START_FAILED in row.checks_failed]
     started = [row for row in rows if START_FAILED not in row.checks_failed]
     if not started:
         first = rows[0].error or "the server did not start"
         made.reason = f"release does not install or start here: {first[:200]}"
+        return made
+    if all(row.http_status == NOT_FOUND for row in started):
+        made.reason = f"release does not serve the route (HTTP 404): {started[0].error or ''}"[:240]
         return made
     fired = sorted({name for row in started for name in row.checks_failed if name in entry.checks})
     made.other_failures = sorted({name for row in started for name in row.checks_failed if name not in entry.checks})

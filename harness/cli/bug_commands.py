@@ -104,6 +104,7 @@ def cmd_bugs(args: argparse.Namespace) -> int:
         playable = [entry for entry in mine if not entry.not_reproducible]
         names = [target[2] for target in releases if target[2] and target[3] is None]
         rows_by: dict[tuple[str, str], list[Any]] = {}
+        failed_start: dict[str, str] = {}
         if playable and names:
             files = [str(entry.write_scenario(scenario_dir, folder)) for entry in playable]
             native = any("anthropic" in entry.protocols for entry in playable)
@@ -129,9 +130,14 @@ def cmd_bugs(args: argparse.Namespace) -> int:
                 stop_all()
             for row in read_rows(runner.run_dir):
                 rows_by.setdefault((row.server, row.scenario), []).append(row)
+                if matrix.START_FAILED in row.checks_failed:
+                    # The runner plays no later scenario on a server that failed to start.
+                    failed_start.setdefault(row.server, row.error or "the server did not start")
         for entry in mine:
             for _, release, name, unavailable in releases:
                 rows = rows_by.get((name or "", entry.scenario_name), [])
+                if not rows and not unavailable and name in failed_start:
+                    unavailable = f"release does not install or start here: {failed_start[name][:200]}"
                 cells.append(matrix.cell(entry, server, release, rows, unavailable))
     played = [entry for entry in entries if any(c.entry == entry.id for c in cells)]
     result = matrix.figures(played, cells)
