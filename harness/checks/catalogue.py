@@ -787,7 +787,7 @@ CHECKS: list[CheckDoc] = [
         "between (another request, a stream dropped mid-answer) must not change it.",
         "At temperature 0 the same prompt gives the same answer; a different one means the server "
         "answered from a prompt cache that kept what it should not have: wrong output, silently.",
-        "turn 0 `Please read src/app.py.` -> `Read({\"file_path\": \"src/app.py\"})`; turn 1 streamed, "
+        'turn 0 `Please read src/app.py.` -> `Read({"file_path": "src/app.py"})`; turn 1 streamed, '
         "dropped after 3 events; turn 2, turn 0 asked again -> `'<|endoftext|>This is an example'`",
     ),
     # anthropic.*

@@ -16,7 +16,6 @@ from harness.checks.outcome import CheckOutcome
 from harness.core.sse import SSEEvent
 from harness.scenario.definition import PlannedRequest
 
-
 TOOL_ID_CHANGED = "stream.tool_id_changed"
 
 

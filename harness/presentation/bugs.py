@@ -49,7 +49,9 @@ def render_matrix(entries: list[BugEntry], cells: list[Cell], result: Figures) -
         if any(c.entry == entry.id and c.expected == HAS_IT and c.status == FLAGGED for c in cells)
         and any(c.entry == entry.id and c.release == entry.fixed and c.status == CLEAN for c in cells)
     ]
-    lines.append(f"- **Flagged on the affected release and clean on the fixed one**: {len(shown)} ({', '.join(shown)}).")
+    lines.append(
+        f"- **Flagged on the affected release and clean on the fixed one**: {len(shown)} ({', '.join(shown)})."
+    )
     not_shown = [entry for entry in entries if entry.id not in result.reproducible]
     lines.append(f"- **Not reproduced here**: {len(not_shown)} entries (reasons below).")
     lines.append("")

@@ -26,6 +26,7 @@ id) with its file references made absolute, so the ordinary runner plays it. ``h
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,17 +155,14 @@ def load_entry(path: Path) -> BugEntry:
     except ValidationError as exc:
         problems = "; ".join(f"field '{'.'.join(str(p) for p in e['loc']) or '-'}': {e['msg']}" for e in exc.errors())
         raise BugCorpusError(f"{path}: invalid corpus entry: {problems}. The format is in docs/bugs.md.") from None
-    probe = entry.model_copy(update={"scenario": {**entry.scenario}})
     try:
-        _validate_scenario(probe, path)
+        _validate_scenario(entry, path)
     except HarnessError as exc:
         raise BugCorpusError(f"{path}: field 'scenario': {exc}") from None
     return entry
 
 
 def _validate_scenario(entry: BugEntry, path: Path) -> Scenario:
-    import tempfile
-
     with tempfile.TemporaryDirectory() as folder:
         return load_scenario(entry.write_scenario(Path(folder), path.parent))
 
