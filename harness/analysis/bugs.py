@@ -72,6 +72,17 @@ def expectation(entry: BugEntry, release: str) -> str:
     return NOT_NAMED
 
 
+def release_unavailable(rows: list[ResultRow]) -> str | None:
+    """Why a release that started answers nothing here, judged on all its rows (every entry's): when
+    no request got a 200, a failure of an entry's check says nothing about that entry's bug."""
+    started = [row for row in rows if START_FAILED not in row.checks_failed]
+    if not started or any(row.http_status == 200 for row in started):
+        return None
+    first = next((row for row in started if row.error), started[0])
+    evidence = first.check_evidence.get("http.server_error_on_valid_request") or first.error or ""
+    return f"the release answers no request here (all {len(started)} failed; first: {evidence[:160]})"
+
+
 def cell(entry: BugEntry, server: str, release: str, rows: list[ResultRow], unavailable: str | None = None) -> Cell:
     """The verdict of one entry on one release from the rows of its scenario there. ``unavailable``:
     why the release could not be played at all (e.g. the server is not in the catalogue)."""

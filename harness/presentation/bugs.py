@@ -32,8 +32,16 @@ def _sort_key(release: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def render_matrix(entries: list[BugEntry], cells: list[Cell], result: Figures) -> str:
+def render_matrix(
+    entries: list[BugEntry], cells: list[Cell], result: Figures, run_id: str = "", played_s: float = 0.0
+) -> str:
     lines = ["# Known bugs: detection matrix", ""]
+    if run_id:
+        played = len({(c.server, c.release) for c in cells})
+        lines += [
+            f"Run `{run_id}`: {len(entries)} entries on {played} releases, {played_s / 60:.1f} min of play.",
+            "",
+        ]
     lines.append(
         f"- **Recall**: {len(result.recalled)} of {len(result.reproducible)} entries reproducible here flagged on "
         f"a release that has them ({_percent(result.recall)})."

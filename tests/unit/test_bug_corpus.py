@@ -12,7 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.analysis.bugs import CLEAN, FIXED, FLAGGED, HAS_IT, NOT_NAMED, NOT_REPRODUCED, cell, figures
+from harness.analysis.bugs import (
+    CLEAN,
+    FIXED,
+    FLAGGED,
+    HAS_IT,
+    NOT_NAMED,
+    NOT_REPRODUCED,
+    cell,
+    figures,
+    release_unavailable,
+)
 from harness.capture.http import ReplayLimits, send
 from harness.checks import conformance
 from harness.checks.catalogue import BY_NAME
@@ -194,3 +204,10 @@ def test_a_dropped_stream_is_closed_after_n_events_and_only_noted(tmp_path):
     answer = conformance.extract_answer(timed.captured)
     outcome = conformance.run_checks(timed.captured, answer, request)
     assert outcome.failed == [] and outcome.notes == ["http.note_dropped_by_scenario"]
+
+
+def test_a_release_that_answers_no_request_makes_no_verdict():
+    failing = fake_row("a", ["http.server_error_on_valid_request"], calls=False, http_status=500, error="HTTP 500")
+    assert "answers no request here" in (release_unavailable([failing, failing]) or "")
+    assert release_unavailable([failing, fake_row("a", http_status=200)]) is None
+    assert release_unavailable([fake_row("a", ["http.server_start"], error="no start")]) is None
