@@ -84,11 +84,15 @@ def render_matrix(
         lines.append("")
     lines += ["## Why", ""]
     for entry in entries:
+        # One line per verdict and reason, with the releases it holds for.
+        groups: dict[tuple[str, str], list[str]] = {}
         for item in sorted((c for c in cells if c.entry == entry.id), key=lambda c: _sort_key(c.release)):
             if item.status == CLEAN and item.expected != HAS_IT:
                 continue
             why = item.reason or ("no check of " + ", ".join(entry.checks) + " failed")
-            lines.append(f"- `{entry.id}` on {item.server} {item.release} ({item.expected}): {item.status}; {why}")
+            groups.setdefault((_mark(item), why), []).append(f"{item.release} ({item.expected})")
+        for (mark, why), releases in groups.items():
+            lines.append(f"- `{entry.id}` on {', '.join(releases)}: {mark}; {why}")
     if result.misses:
         lines += ["", "## Misses", ""]
         lines += [f"- `{name}`: {why}" for name, why in result.misses.items()]

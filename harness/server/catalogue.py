@@ -54,6 +54,8 @@ class Release(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     install: list[Step] | None = None
+    # Steps run after the install steps (the template's or the release's own).
+    extra: list[Step] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     command: list[str] | None = None
     request_model: str | None = None
@@ -100,7 +102,7 @@ class CatalogueEntry(BaseModel):
     def environment(self, release: str) -> EnvironmentSpec:
         """The environment of ``release``: its own steps when it has them, else the template's."""
         own = self.releases.get(release)
-        steps = own.install if own and own.install else self.install
+        steps = (own.install if own and own.install else self.install) + (own.extra if own else [])
         return EnvironmentSpec(
             name=f"{self.name}@{release}",
             steps=tuple(
