@@ -19,7 +19,7 @@ def _mark(item: Cell) -> str:
     if item.status == FLAGGED and item.expected == FIXED:
         text += " (false alarm)"
     elif item.status == FLAGGED and item.expected not in (HAS_IT, FIXED):
-        text += " (not named: came back?)"
+        text += " (not named)"
     elif item.status == CLEAN and item.expected == HAS_IT:
         text += " (missed)"
     return text
