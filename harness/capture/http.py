@@ -36,7 +36,8 @@ class CapturedResponse:
     body: bytes  # non-stream: the whole body; stream: the raw SSE bytes
     sse: SSEReader | None = None  # stream only: parsed events + framing faults
     transport_error: str | None = None  # None when the HTTP exchange completed
-    stop_cause: str | None = None  # "runaway" / "stalled" when the harness cut the request off
+    # "runaway" / "stalled" when the harness cut the request off, "dropped" when the scenario did
+    stop_cause: str | None = None
     request_body: bytes = b""  # the exact bytes sent, so a failing exchange can be replayed
 
 
@@ -86,13 +87,15 @@ def send(
     limits: ReplayLimits,
     headers: dict[str, str] | None = None,
     protocol: str = OPENAI,
+    drop_after: int | None = None,
 ) -> Timed:
     """Sends one request (chat completions, or the Messages API for ``protocol`` "anthropic") and
-    captures everything needed for the checks."""
+    captures everything needed for the checks. ``drop_after``: close a stream after that many
+    events, as a client that stops reading does (``stop_cause`` "dropped")."""
     content = encode_body(body)
     sent = {"Content-Type": "application/json", **(headers or {})}
     if body.get("stream"):
-        timed = _send_stream(client, url, content, limits, sent, protocol)
+        timed = _send_stream(client, url, content, limits, sent, protocol, drop_after)
     else:
         timed = _send_plain(client, url, content, limits, sent, protocol)
     timed.captured.request_body = content
@@ -197,7 +200,13 @@ def _plain_content_at(data: bytearray, total: float, protocol: str) -> float | N
 
 
 def _send_stream(
-    client: httpx.Client, url: str, content: bytes, limits: ReplayLimits, headers: dict[str, str], protocol: str
+    client: httpx.Client,
+    url: str,
+    content: bytes,
+    limits: ReplayLimits,
+    headers: dict[str, str],
+    protocol: str,
+    drop_after: int | None = None,
 ) -> Timed:
     reader = SSEReader()
     started = time.perf_counter()
@@ -228,6 +237,9 @@ def _send_stream(
                     if cause:
                         stop_cause = "runaway"
                         transport_error = cause
+                        break
+                    if drop_after is not None and len(reader.events) >= drop_after:
+                        stop_cause = "dropped"  # leaving the block closes the connection mid-answer
                         break
                 if stop_cause:
                     break

@@ -260,6 +260,15 @@ CHECKS: list[CheckDoc] = [
         note=True,
     ),
     CheckDoc(
+        "http.note_dropped_by_scenario",
+        "The scenario closed this stream mid-answer on purpose (`drop_stream_after`), as a client whose "
+        "user pressed stop does. Reported, not failed: only a 5xx before the cut is a failure.",
+        "Clients drop streams all the time; what matters is the next request, which the scenario's "
+        "later turns check (e.g. `expect.same_answer`).",
+        Example(_sse(_chunk({"role": "assistant"}), _text("Let me")), stream=True, stop_cause="dropped"),
+        note=True,
+    ),
+    CheckDoc(
         "http.server_start",
         "The server did not start (or did not become ready) for this scenario; the row stands for every "
         "request that could not be sent. Written by the run, not by a check on an answer.",
@@ -571,6 +580,27 @@ CHECKS: list[CheckDoc] = [
         ),
     ),
     CheckDoc(
+        "stream.tool_id_changed",
+        "A later delta of the same call (same `index`, no new name) carries another `id` than the one "
+        "the call was announced with.",
+        "A client that keys calls by id splits one call in two, or answers it under an id the server "
+        "never gave it; the tool result then matches no call.",
+        Example(
+            _stream(
+                _tool_delta(0, "call_a1", "Read", '{"file_path":'),
+                _tool_delta(0, "call_b7", None, '"a.py"}'),
+                finish="tool_calls",
+            ),
+            stream=True,
+            request={"tools": _READ},
+            fixed=_stream(
+                _tool_delta(0, "call_a1", "Read", '{"file_path":'),
+                _tool_delta(0, "call_a1", None, '"a.py"}'),
+                finish="tool_calls",
+            ),
+        ),
+    ),
+    CheckDoc(
         "stream.usage_not_in_last_chunk",
         "The request set `stream_options: {include_usage: true}` and the last chunk before [DONE] "
         "carries no `usage` (or no chunk does).",
@@ -749,6 +779,16 @@ CHECKS: list[CheckDoc] = [
         'message(s) and M tool(s) are available.") sent with a 200.',
         "The failure looks like an answer: fast, successful, and meaningless.",
         Example(_body({"role": "assistant", "content": "I received 3 message(s) and 2 tool(s) are available."})),
+    ),
+    CheckDoc(
+        "expect.same_answer",
+        "A greedy request asked again in the same session (`expect: {same_answer_as: N}`) got another "
+        "answer (text or calls) than turn N did. Judged in the run, which holds both answers; what came "
+        "between (another request, a stream dropped mid-answer) must not change it.",
+        "At temperature 0 the same prompt gives the same answer; a different one means the server "
+        "answered from a prompt cache that kept what it should not have: wrong output, silently.",
+        'turn 0 `Please read src/app.py.` -> `Read({"file_path": "src/app.py"})`; turn 1 streamed, '
+        "dropped after 3 events; turn 2, turn 0 asked again -> `'<|endoftext|>This is an example'`",
     ),
     # anthropic.*
     CheckDoc(

@@ -1,6 +1,6 @@
 """Checks on a stream delta by delta, the way the field's own suites check streamed tool calls
 (vLLM's tool-use tests are the model): the role arrives once, each call's name arrives whole and
-once, a new call never reuses the index of an earlier one, and a stream asked for usage
+once under one id, a new call never reuses the index of an earlier one, and a stream asked for usage
 (``stream_options.include_usage``) carries it in its last chunk.
 
 What the assembled answer looks like (ids, JSON arguments, finish reason) is checked on the
@@ -15,6 +15,8 @@ from typing import Any
 from harness.checks.outcome import CheckOutcome
 from harness.core.sse import SSEEvent
 from harness.scenario.definition import PlannedRequest
+
+TOOL_ID_CHANGED = "stream.tool_id_changed"
 
 
 @dataclass
@@ -90,6 +92,11 @@ def _feed(calls: dict[int, _Call], number: int, fragment: dict[str, Any], out: C
     raw_id, raw_name = fragment.get("id"), function.get("name")
     new_id = raw_id if isinstance(raw_id, str) and raw_id else None
     name = raw_name if isinstance(raw_name, str) and raw_name else None
+    if new_id and call.id and new_id != call.id and not name:
+        # The same call (no new name) under another id: a client that keys calls by id splits it,
+        # and the id the tool result answers is not the one the call was announced with.
+        out.fail(TOOL_ID_CHANGED, f"event {number}: call index {index} announced as {call.id!r}, now {new_id!r}")
+        new_id = None
     if (new_id and call.id and new_id != call.id) or (name and call.arguments):
         # A second call's start (a new id, or a name after the first call's arguments) on an index
         # already used: a client appends it to the first call.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.cli import agent_commands, server_commands, traffic_commands
+from harness.cli import agent_commands, bug_commands, server_commands, traffic_commands
 from harness.cli.options import comma_list
 from harness.core.errors import HarnessError, Interrupted
 
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     traffic_commands.register_commands(sub)
     server_commands.register_commands(sub)
     agent_commands.register_commands(sub)
+    bug_commands.register_commands(sub)
     return parser
 
 

@@ -38,6 +38,8 @@ import httpx
 from harness.capture import cachefiles
 from harness.capture.http import CapturedResponse, ReplayLimits, Timed, conversation_sha, send
 from harness.checks import conformance, messages
+from harness.checks.outcome import CheckOutcome
+from harness.checks.pairs import SAME_ANSWER, repeat_difference
 from harness.core.rows import RequestKind, ResultRow
 from harness.models.tokens import TokenCounter
 from harness.run.captures import needs_capture, write_answer, write_capture
@@ -250,6 +252,8 @@ class RequestExecutor:
         self.references = references
         self.observations = observations or ServerObservations()
         self._conversations: dict[tuple[int, int], _Conversation] = {}
+        # (session, turn) -> the answer's text and calls, for a later turn's expect.same_answer_as.
+        self._answers: dict[tuple[int, int], tuple[str | None, list[dict[str, Any]]]] = {}
         # Called with each finished row and its log text just before the row goes to the sink (the
         # damaged-cache runs fill in what the server did there).
         self.annotate: Callable[[ResultRow, str | None], None] | None = None
@@ -270,13 +274,13 @@ class RequestExecutor:
         headers = MESSAGES_HEADERS if request.protocol == "anthropic" else None
         rss_before = server.tree_rss_bytes()
         started_at = time.time()
-        timed = send(client, url, body, ctx.limits, headers, request.protocol)
+        timed = send(client, url, body, ctx.limits, headers, request.protocol, request.drop_after)
         if ask_usage and _refuses_stream_options(timed.captured):
             # Remembered: this server is never asked again, and this request goes again as written.
             self.observations.stream_usage = "refused"
             body.pop("stream_options")
             started_at = time.time()
-            timed = send(client, url, body, ctx.limits, headers, request.protocol)
+            timed = send(client, url, body, ctx.limits, headers, request.protocol, request.drop_after)
         rss_after = server.tree_rss_bytes()
         row = self.build_row(request, kind, timed, started_at, session, body=body, url=url)
         row.rss_before_bytes, row.rss_after_bytes = rss_before, rss_after
@@ -284,6 +288,28 @@ class RequestExecutor:
             # prompt_tokens comes only from usage: whether the stream carried any
             self.observations.stream_usage = "sent" if row.prompt_tokens is not None else "ignored"
         return row
+
+    def _check_same_answer(
+        self,
+        request: PlannedRequest,
+        session: int,
+        captured: CapturedResponse,
+        content: str | None,
+        calls: list[dict[str, Any]],
+        outcome: CheckOutcome,
+    ) -> None:
+        """Keeps each whole answer of this mode; a turn with ``expect.same_answer_as`` must repeat the
+        answer of that earlier turn (judged only when both answers arrived whole)."""
+        whole = captured.http_status == 200 and not captured.transport_error and not captured.stop_cause
+        if not whole:
+            return
+        self._answers[(session, request.turn)] = (content, calls)
+        earlier_turn = request.expect.same_answer_as if request.expect else None
+        earlier = self._answers.get((session, earlier_turn)) if earlier_turn is not None else None
+        if earlier is not None:
+            evidence = repeat_difference(earlier[0], earlier[1], content, calls)
+            if evidence:
+                outcome.fail(SAME_ANSWER, f"turn {earlier_turn} asked again: {evidence}")
 
     def url(self, request: PlannedRequest) -> str:
         """Where ``request`` goes: the server's path for its protocol."""
@@ -316,6 +342,7 @@ class RequestExecutor:
         answer = checks.extract_answer(timed.captured)
         self._note_fingerprint(timed.captured)
         outcome = checks.run_checks(timed.captured, answer, request)
+        self._check_same_answer(request, session, timed.captured, answer.content, answer.tool_calls, outcome)
         usage = answer.usage or {}
         if native:
             prompt, completion, cached = messages.usage_figures(answer.usage)

@@ -127,6 +127,10 @@ class Expect(_Strict):
     content: bool = False
     content_contains: str | None = None
     finish_reason: str | None = None
+    # The answer (text and calls) must be the one given to the earlier turn of this index in the
+    # same mode: the same greedy request asked again, after whatever came between (a prompt cache
+    # that kept what it should not have answers differently).
+    same_answer_as: int | None = Field(default=None, ge=0)
 
 
 # What ``damage_cache_after`` can do to a copy of a server's cache dirs: two references (the copy as
@@ -157,6 +161,9 @@ class Turn(_Strict):
     # Stop the server after this request and play the rest once per damage listed, each on a new
     # server over a damaged copy of the cache dirs (see the module docstring).
     damage_cache_after: list[str] | None = None
+    # Close the connection after this many stream events, as a client whose user pressed stop does
+    # (the answer is cut on purpose: its row carries no failed check, only a note).
+    drop_stream_after: int | None = Field(default=None, ge=1)
     # Which conversation of the scenario this turn belongs to (interleaved sessions); each keeps
     # its own history.
     conversation: int = Field(default=0, ge=0)
@@ -202,6 +209,8 @@ class Turn(_Strict):
                 raise ValueError("damage_cache_after lists a damage twice; list each once")
             if self.restart_after:
                 raise ValueError("a turn takes restart_after or damage_cache_after, not both")
+        if self.drop_stream_after is not None and self.stream is False:
+            raise ValueError("drop_stream_after cuts a stream: drop 'stream: false' from the turn")
         return self
 
 
@@ -345,6 +354,8 @@ class PlannedRequest:
     # The API it goes through: "anthropic" sends ``raw`` (a Messages API body) to the Messages
     # endpoint; ``messages``, ``tools`` and ``params`` are then its OpenAI conversion, for the checks.
     protocol: Protocol = "openai"
+    # Close the stream after this many events (the turn's ``drop_stream_after``).
+    drop_after: int | None = None
 
     def body(self, model_id: str) -> dict[str, Any]:
         """The JSON body of the request (chat completions, or the Messages API for "anthropic")."""
@@ -568,6 +579,11 @@ def _check_turns(path: Path, scenario: Scenario) -> None:
     names = set(_tool_names(scenario.tool_schemas))
     pending: dict[int, int] = {}  # tool calls awaiting results, per conversation
     for index, turn in enumerate(scenario.turns):
+        earlier = turn.expect.same_answer_as if turn.expect else None
+        if earlier is not None and earlier >= index:
+            raise ScenarioError(
+                f"{path}: turns[{index}].expect.same_answer_as is {earlier}; name an earlier turn (0 to {index - 1})."
+            )
         if turn.request is not None:
             continue  # a recorded request is checked by the server it is replayed to, not here
         pending_calls = pending.get(turn.conversation, 0)
@@ -736,6 +752,8 @@ def plan_requests(
             pending_calls[turn.conversation] = assistant.get("tool_calls") or []
         else:
             pending_calls[turn.conversation] = []
+    for request in planned:
+        request.drop_after = scenario.turns[request.turn].drop_stream_after
     return planned
 
 

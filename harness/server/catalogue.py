@@ -40,15 +40,6 @@ class Step(BaseModel):
     uninstall: list[str] = Field(default_factory=list)
 
 
-class Release(BaseModel):
-    """A verified release's own install steps (when the template's are not enough) and notes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    install: list[Step] | None = None
-    notes: list[str] = Field(default_factory=list)
-
-
 class ToolParser(BaseModel):
     """How the server parses one tool-call dialect: ``args`` added to its command line ("told"),
     or none when it finds the dialect by itself (``how`` says how)."""
@@ -71,6 +62,21 @@ class Conversion(BaseModel):
     script: str
     args: list[str] = Field(default_factory=list)
     pre_tokenizer: str | None = None
+
+
+class Release(BaseModel):
+    """A release's own install steps (when the template's are not enough), notes, and, for a release
+    that starts differently (an older command line), its own command, request model and parsers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    install: list[Step] | None = None
+    # Steps run after the install steps (the template's or the release's own).
+    extra: list[Step] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    command: list[str] | None = None
+    request_model: str | None = None
+    tool_parsers: dict[str, ToolParser] | None = None
 
 
 class CatalogueEntry(BaseModel):
@@ -128,7 +134,7 @@ class CatalogueEntry(BaseModel):
     def environment(self, release: str) -> EnvironmentSpec:
         """The environment of ``release``: its own steps when it has them, else the template's."""
         own = self.releases.get(release)
-        steps = own.install if own and own.install else self.install
+        steps = (own.install if own and own.install else self.install) + (own.extra if own else [])
         return EnvironmentSpec(
             name=f"{self.name}@{release}",
             steps=tuple(
@@ -145,14 +151,15 @@ class CatalogueEntry(BaseModel):
     def spec(self, release: str | None = None, name: str | None = None) -> ServerSpec:
         """The ServerSpec of ``release`` (default: the newest verified one), named ``name``."""
         release = release or self.verified[0]
+        own = self.releases.get(release) or Release()
         spec = ServerSpec(
             name=name or self.name,
             label=f"{self.label} {release}",
-            command=list(self.command),
+            command=list(own.command or self.command),
             ready_path=self.ready_path,
             cache_dirs=list(self.cache_dirs),
             env=dict(self.env),
-            request_model=self.request_model,
+            request_model=own.request_model or self.request_model,
             reuse_pattern=self.reuse_pattern,
             miss_pattern=self.miss_pattern,
             prompt_tokens_include_cached=self.prompt_tokens_include_cached,
@@ -164,7 +171,8 @@ class CatalogueEntry(BaseModel):
         spec.release = release
         spec.catalogue_name = self.name
         spec.cache_kind = self.cache
-        spec.dialect_args = {dialect: list(parser.args) for dialect, parser in self.tool_parsers.items()}
+        parsers = self.tool_parsers if own.tool_parsers is None else own.tool_parsers
+        spec.dialect_args = {dialect: list(parser.args) for dialect, parser in parsers.items()}
         if self.ready_timeout_s is not None:
             spec.ready_timeout_s = self.ready_timeout_s
         if self.model_format == "gguf" and self.conversion is not None:
