@@ -49,7 +49,7 @@ _NON_STRING_TYPES = {"integer", "number", "boolean", "array", "object"}
 # Extracting the answer
 
 
-def _reader(resp: CapturedResponse) -> SSEReader:
+def stream_reader(resp: CapturedResponse) -> SSEReader:
     """The parsed stream; built from the raw bytes when replay did not keep its reader."""
     if resp.sse is not None:
         return resp.sse
@@ -89,7 +89,7 @@ def extract_answer(resp: CapturedResponse) -> Answer:
     if resp.http_status is not None and resp.http_status != 200:
         return empty
     if resp.stream:
-        return _stream_answer(_reader(resp))
+        return _stream_answer(stream_reader(resp))
     payload = _json_object(resp.body or b"")
     if payload is None:
         return empty
@@ -147,7 +147,7 @@ def run_checks(resp: CapturedResponse, answer: Answer, request: PlannedRequest) 
     complete = not (resp.stop_cause or resp.transport_error)
     if resp.stream:
         _check_stream(resp, answer, out, complete)
-        streamed_calls.check_deltas(_reader(resp).events, request, out, complete)
+        streamed_calls.check_deltas(stream_reader(resp).events, request, out, complete)
     elif complete:
         _check_body(resp, answer, out)
     check_answer(answer, request, out, complete)
@@ -252,7 +252,7 @@ def _check_usage(usage: Any, answer: Answer, out: CheckOutcome, family: str, req
 
 
 def _check_stream(resp: CapturedResponse, answer: Answer, out: CheckOutcome, complete: bool) -> None:
-    reader = _reader(resp)
+    reader = stream_reader(resp)
     for fault in reader.faults:
         if fault.startswith("data after [DONE]"):
             out.fail("stream.data_after_done", fault)

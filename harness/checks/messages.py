@@ -98,15 +98,6 @@ DELTAS_OF = {
 # Reading the answer
 
 
-def _reader(resp: CapturedResponse) -> SSEReader:
-    if resp.sse is not None:
-        return resp.sse
-    reader = SSEReader()
-    reader.feed(resp.body or b"", 0.0)
-    reader.close(0.0)
-    return reader
-
-
 def assemble_stream(reader: SSEReader) -> tuple[dict[str, Any] | None, dict[int, str]]:
     """The Messages object a stream adds up to (None when it has no ``message_start``), and each
     tool_use block's ``partial_json`` pieces joined, by block index."""
@@ -158,7 +149,7 @@ def answer_message(resp: CapturedResponse) -> dict[str, Any] | None:
     if resp.http_status is not None and resp.http_status != 200:
         return None
     if resp.stream:
-        return assemble_stream(_reader(resp))[0]
+        return assemble_stream(conformance.stream_reader(resp))[0]
     try:
         payload = json.loads(resp.body or b"")
     except (ValueError, UnicodeDecodeError):
@@ -222,7 +213,7 @@ def run_checks(resp: CapturedResponse, answer: Answer, request: PlannedRequest) 
     complete = not (resp.stop_cause or resp.transport_error)
     message: dict[str, Any] | None
     if resp.stream:
-        reader = _reader(resp)
+        reader = conformance.stream_reader(resp)
         exchange.check_error_events(reader.events, out)
         _check_events(reader, out, complete)
         message, partial = assemble_stream(reader)

@@ -52,6 +52,7 @@ from harness.record.proxy import (
     Send,
     cut_off_reason,
     header_value,
+    read_body,
 )
 from harness.scenario import anthropic
 from harness.scenario.recorded import header_secrets
@@ -271,14 +272,9 @@ class ConvertingProxy:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.pool is None:
             self.pool = httpcore.AsyncConnectionPool(max_connections=20)
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
+        if body is None:
+            return
         path = scope["path"].rstrip("/")
         if scope["method"] != "POST" or not path.endswith(MESSAGES_SUFFIX):
             text = f"{scope['method']} {scope['path']} has no OpenAI counterpart on this converting proxy"

@@ -155,14 +155,10 @@ class RecordingProxy:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.pool is None:  # run without lifespan events
             self.pool = httpcore.AsyncConnectionPool(max_connections=100, max_keepalive_connections=20)
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        whole = await read_body(receive)
+        if whole is None:
+            return
+        body = bytearray(whole)
         method = scope["method"]
         recorded = method == "POST" and recorded_path(scope["path"])
         if recorded and self.rewrite is not None:
@@ -259,3 +255,16 @@ def cut_off_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"the client left before the answer was complete ({describe_transport_error(exc)})"
     return f"the answer was cut off when the proxy stopped ({type(exc).__name__})"
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole body of an ASGI request, or None when the client went away before sending it."""
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return bytes(body)

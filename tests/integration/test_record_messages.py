@@ -9,8 +9,6 @@ Messages API (the real ones come from the server catalogue, see test_anthropic_n
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +18,7 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
+from recording_proxy import record_session
 
 from harness.core.rows import read_rows
 from harness.run.config import load_config
@@ -91,30 +90,8 @@ def _tool_loop(base_url: str) -> tuple[list[str], str]:
 @pytest.fixture(scope="module")
 def recording(upstream, tmp_path_factory):
     work = tmp_path_factory.mktemp("record")
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli.main", "record", "--upstream", upstream,
-         "--port", "0", "--out", str(work), "--name", "claude", "--label", "fake-messages"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200"),
-    )  # fmt: skip
-    try:
-        lines = []
-        for line in proxy.stdout or []:
-            lines.append(line)
-            if line.startswith("proxy listening on "):
-                listen = line.split()[3].rstrip(":")
-                break
-        else:
-            pytest.fail("harness record did not start:\n" + "".join(lines))
-        stops, text = _tool_loop(listen)
-        proxy.send_signal(signal.SIGINT)
-        output, _ = proxy.communicate(timeout=60)
-        (run_dir,) = work.iterdir()
-        return proxy.returncode, "".join(lines) + output, run_dir, stops, text
-    finally:
-        if proxy.poll() is None:
-            proxy.kill()
-            proxy.wait()
+    code, output, run_dir, (stops, text) = record_session(upstream, work, "claude", "fake-messages", _tool_loop)
+    return code, output, run_dir, stops, text
 
 
 def test_the_anthropic_client_goes_through_and_the_bodies_are_kept(recording):

@@ -11,14 +11,11 @@ again); MLX-Textgen is started by the Runner as in any run.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from openai import OpenAI
+from recording_proxy import record_session
 
 from harness.core.rows import read_rows
 from harness.models.builtin import tool_model_path
@@ -94,30 +91,9 @@ def recording(legacy, tmp_path_factory):
     """`harness record` in front of the legacy stand-in, driven by the openai package, stopped with
     SIGINT. Returns (exit code, output, recording folder, the calls the client saw)."""
     work = tmp_path_factory.mktemp("record")
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli.main", "record", "--upstream", legacy.base_url + "/v1",
-         "--port", "0", "--out", str(work), "--name", "agent", "--label", "legacy"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200"),
-    )  # fmt: skip
-    try:
-        lines = []
-        for line in proxy.stdout or []:
-            lines.append(line)
-            if line.startswith("proxy listening on "):
-                listen = line.split()[3].rstrip(":")
-                break
-        else:
-            pytest.fail("harness record did not start:\n" + "".join(lines))
-        calls = _tool_loop(listen + "/v1", "tools-hermes")
-        proxy.send_signal(signal.SIGINT)
-        output, _ = proxy.communicate(timeout=60)
-        (run_dir,) = work.iterdir()
-        return proxy.returncode, "".join(lines) + output, run_dir, calls
-    finally:
-        if proxy.poll() is None:
-            proxy.kill()
-            proxy.wait()
+    return record_session(
+        legacy.base_url + "/v1", work, "agent", "legacy", lambda listen: _tool_loop(listen + "/v1", "tools-hermes")
+    )
 
 
 def test_ctrl_c_writes_the_recorded_session_and_exits_130(recording):
