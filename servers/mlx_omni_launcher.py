@@ -17,9 +17,7 @@ import os
 import sys
 import types
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from launcher_shims import announce
 
 
 def _unavailable(what: str):
@@ -75,10 +73,7 @@ def apply_shims() -> list[str]:
 
 
 def main() -> None:
-    applied = apply_shims()
-    for description in applied:
-        _log(f"launcher shim applied: {description}")
-    _log(f"launcher shims: {applied}")
+    announce(apply_shims())
     from mlx_omni_server.main import start
 
     sys.argv[0] = "mlx-omni-server"

@@ -12,9 +12,7 @@ import contextlib
 import sys
 import threading
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from launcher_shims import announce
 
 
 def _metal_working_set_readable(mx) -> bool:
@@ -66,10 +64,7 @@ def apply_shims() -> list[str]:
 
 
 def main() -> None:
-    applied = apply_shims()
-    for description in applied:
-        _log(f"launcher shim applied: {description}")
-    _log(f"launcher shims: {applied}")
+    announce(apply_shims())
     from mlx_textgen.cli import main as textgen_main
 
     sys.argv[0] = "mlx_textgen"
