@@ -2,7 +2,7 @@
 built-in corpus loads and names real checks; a broken entry names its file and field; a cell is
 flagged / clean / not reproduced from its rows; recall and false alarms count what they say; a
 scenario can drop a stream mid-answer and ask a request again. Rows here are hand-made fakes of
-what a run writes; the mechanism runs for real in tests/integration/test_bug_corpus.py."""
+what a run writes; the mechanism runs for real in tests/integration/test_bug_corpus_releases.py."""
 
 from __future__ import annotations
 
