@@ -53,6 +53,7 @@ from harness.record.proxy import (
     cut_off_reason,
     header_value,
     read_body,
+    serve_lifespan,
 )
 from harness.scenario import anthropic
 from harness.scenario.recorded import header_secrets
@@ -256,16 +257,7 @@ class ConvertingProxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    self.pool = httpcore.AsyncConnectionPool(max_connections=20)
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    if self.pool is not None:
-                        await self.pool.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(self, receive, send, 20)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 

@@ -136,21 +136,9 @@ class RecordingProxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(self, receive, send, 100)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.pool = httpcore.AsyncConnectionPool(max_connections=100, max_keepalive_connections=20)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.pool is not None:
-                    await self.pool.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.pool is None:  # run without lifespan events
@@ -268,3 +256,18 @@ async def read_body(receive: Receive) -> bytes | None:
         body += message.get("body", b"")
         more = message.get("more_body", False)
     return bytes(body)
+
+
+async def serve_lifespan(app: Any, receive: Receive, send: Send, max_connections: int) -> None:
+    """ASGI lifespan events for a proxy: its upstream connection pool (``app.pool``) is opened at
+    start-up and closed at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            app.pool = httpcore.AsyncConnectionPool(max_connections=max_connections, max_keepalive_connections=20)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if app.pool is not None:
+                await app.pool.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
